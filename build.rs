@@ -1,0 +1,26 @@
+//! Compiles the protos without a system `protoc` (protox) and writes the encoded descriptor set
+//! that reflection serves and the Envoy gRPC-JSON transcoder loads.
+
+use std::{env, fs, path::PathBuf};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    let files = ["proto/roster/v1/common.proto", "proto/roster/v1/auth.proto"];
+    let mut compiler = protox::Compiler::new(["proto"])?;
+    compiler.include_imports(true).include_source_info(true);
+    compiler.open_files(files)?;
+
+    // encode_file_descriptor_set keeps extension options such as google.api.http, which the
+    // prost_types set from file_descriptor_set() would drop.
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    fs::write(
+        out_dir.join("roster_descriptor.bin"),
+        compiler.encode_file_descriptor_set(),
+    )?;
+
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(compiler.file_descriptor_set())?;
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! Schema migrations for roster, applied at start (and by `roster migrate`).
+//!
+//! Every table that holds tenant data has `tenant_id` first in its keys and indexes, so that
+//! every query is tenant-scoped by construction and uses an index prefix.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_foundation;
+
+/// The ordered list of migrations.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_foundation::Migration)]
+    }
+}

@@ -1,0 +1,614 @@
+//! Sign-up, activation, login, refresh, logout, token validation and password change.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use super::{
+    App, mail,
+    policy::{Action, authorize},
+    tokens::{self, Grant},
+};
+use crate::{
+    model::{
+        AccountName, ClientInfo, Email, Error, Login, NewActivity, Password, PersonName, Principal,
+        Result, SessionId, Tenant, TenantId, TenantRef, User, UserId, UserStatus, Username,
+        slug_from_name,
+    },
+    store::{self, sessions::SessionRecord},
+};
+
+/// Purposes of mailed single-use tokens.
+pub const PURPOSE_ACTIVATION: &str = "activation";
+/// An invitation: the user chooses a password on activation.
+pub const PURPOSE_INVITATION: &str = "invitation";
+
+/// A parsed sign-up request.
+#[derive(Debug, Clone)]
+pub struct SignUp {
+    pub account_name: AccountName,
+    pub first_name: PersonName,
+    pub last_name: PersonName,
+    pub email: Email,
+    pub password: Password,
+}
+
+/// What sign-up created.
+#[derive(Debug, Clone)]
+pub struct SignedUp {
+    pub tenant: Tenant,
+    pub user: User,
+}
+
+/// Tokens handed out at login and refresh.
+#[derive(Debug, Clone)]
+pub struct SessionTokens {
+    pub access_token: String,
+    pub access_token_expires_at: DateTime<Utc>,
+    pub refresh_token: String,
+    pub refresh_token_expires_at: DateTime<Utc>,
+    pub session_id: SessionId,
+    pub user: User,
+}
+
+fn invalid_credentials() -> Error {
+    Error::unauthenticated(
+        "INVALID_CREDENTIALS",
+        "the account, login or password is wrong",
+    )
+}
+
+fn invalid_refresh() -> Error {
+    Error::unauthenticated(
+        "INVALID_REFRESH_TOKEN",
+        "the refresh token is invalid or has expired",
+    )
+}
+
+impl App {
+    /// Creates an account and its owner, and mails the activation link.
+    pub async fn sign_up(&self, request: SignUp, client: &ClientInfo) -> Result<SignedUp> {
+        let password_hash = self.passwords.hash(request.password.expose()).await?;
+        let now = self.clock.now();
+        let tx = self.store.begin().await?;
+        let base = slug_from_name(request.account_name.as_str());
+        let mut slug = base.clone();
+        for _ in 0..8 {
+            if !store::tenants::slug_taken(&tx, &slug).await? {
+                break;
+            }
+            slug = format!(
+                "{base}-{}",
+                &tokens::random_secret()[..6]
+                    .to_lowercase()
+                    .replace(['-', '_'], "x")
+            );
+        }
+        let tenant = Tenant {
+            id: TenantId::new(),
+            slug,
+            name: request.account_name,
+            owner_user_id: None,
+            created_at: now,
+        };
+        store::tenants::insert(&tx, &tenant).await?;
+        let user = User {
+            id: UserId::new(),
+            tenant_id: tenant.id,
+            username: Username::parse("email", request.email.as_str())?,
+            email: request.email,
+            first_name: request.first_name,
+            last_name: request.last_name,
+            status: UserStatus::PendingConfirmation,
+            roles: Vec::new(),
+            is_owner: true,
+            password_change_required: false,
+            created_at: now,
+            last_login_at: None,
+        };
+        store::users::insert(&tx, &user, Some(password_hash)).await?;
+        store::tenants::set_owner(&tx, tenant.id, user.id).await?;
+        let tenant = Tenant {
+            owner_user_id: Some(user.id),
+            ..tenant
+        };
+        self.send_activation(&tx, &tenant, &user, PURPOSE_ACTIVATION)
+            .await?;
+        self.record(
+            &tx,
+            NewActivity::on_user(
+                tenant.id,
+                Some(user.id),
+                "account.signed_up",
+                user.id,
+                client,
+            )
+            .with_details(json!({ "tenant_slug": tenant.slug })),
+        )
+        .await?;
+        store::commit(tx).await?;
+        self.mail_queued();
+        tracing::info!(tenant_id = %tenant.id, user_id = %user.id, "account signed up");
+        Ok(SignedUp { tenant, user })
+    }
+
+    /// Creates a single-use activation (or invitation) token for `user` and queues its email;
+    /// older unused ones are retired. Returns the token.
+    pub(crate) async fn send_activation(
+        &self,
+        tx: &store::Tx,
+        tenant: &Tenant,
+        user: &User,
+        purpose: &'static str,
+    ) -> Result<String> {
+        let now = self.clock.now();
+        let token = tokens::random_secret();
+        let ttl = self.policies.activation_ttl;
+        store::tokens::retire(
+            tx,
+            tenant.id,
+            user.id,
+            &[PURPOSE_ACTIVATION, PURPOSE_INVITATION],
+            now,
+        )
+        .await?;
+        store::tokens::insert(
+            tx,
+            tenant.id,
+            user.id,
+            purpose,
+            &tokens::token_hash(&token),
+            now,
+            now + ttl,
+        )
+        .await?;
+        let link = self.link("activate", &token);
+        let hours = ttl.num_hours().max(1);
+        let name = user.first_name.as_str();
+        let message = if purpose == PURPOSE_INVITATION {
+            mail::invitation(
+                user.email.as_str(),
+                name,
+                tenant.name.as_str(),
+                &link,
+                hours,
+            )
+        } else {
+            mail::activation(
+                user.email.as_str(),
+                name,
+                tenant.name.as_str(),
+                &link,
+                hours,
+            )
+        };
+        self.queue_mail(tx, Some(tenant.id), &message).await?;
+        Ok(token)
+    }
+
+    /// Consumes an activation or invitation token; the user becomes ACTIVE. `password` is
+    /// required from a user who has none yet and ignored otherwise.
+    pub async fn activate(
+        &self,
+        token: &str,
+        password: Option<Password>,
+        client: &ClientInfo,
+    ) -> Result<User> {
+        let invalid = || Error::invalid("token", "is invalid or has already been used");
+        if token.trim().is_empty() {
+            return Err(Error::invalid("token", "is required"));
+        }
+        let now = self.clock.now();
+        let found = store::tokens::find_by_hash(self.store.db(), &tokens::token_hash(token.trim()))
+            .await?
+            .filter(|t| t.purpose == PURPOSE_ACTIVATION || t.purpose == PURPOSE_INVITATION)
+            .ok_or_else(invalid)?;
+        if found.used_at.is_some() {
+            return Err(invalid());
+        }
+        if found.expires_at <= now {
+            return Err(Error::precondition(
+                "TOKEN_EXPIRED",
+                "the activation link has expired; ask for a new one",
+            ));
+        }
+        let credentials =
+            store::users::get_credentials(self.store.db(), found.tenant_id, found.user_id)
+                .await?
+                .ok_or_else(invalid)?;
+        let new_hash = match (&credentials.password_hash, password) {
+            (Some(_), _) => None,
+            (None, Some(password)) => Some(self.passwords.hash(password.expose()).await?),
+            (None, None) => {
+                return Err(Error::invalid(
+                    "password",
+                    "is required to activate an invited user",
+                ));
+            }
+        };
+        let tx = self.store.begin().await?;
+        if !store::tokens::mark_used(&tx, found.id, now).await? {
+            return Err(invalid());
+        }
+        if let Some(hash) = &new_hash {
+            store::users::set_password_hash(&tx, found.tenant_id, found.user_id, hash, false, now)
+                .await?;
+        }
+        if credentials.user.status == UserStatus::PendingConfirmation {
+            store::users::set_status(&tx, found.tenant_id, found.user_id, UserStatus::Active, now)
+                .await?;
+        }
+        self.record(
+            &tx,
+            NewActivity::on_user(
+                found.tenant_id,
+                Some(found.user_id),
+                "user.activated",
+                found.user_id,
+                client,
+            ),
+        )
+        .await?;
+        store::commit(tx).await?;
+        store::users::get(self.store.db(), found.tenant_id, found.user_id)
+            .await?
+            .ok_or(Error::NotFound("user"))
+    }
+
+    /// Verifies credentials and opens a session. Unknown accounts, unknown users and wrong
+    /// passwords get the same answer after the same amount of hashing work.
+    pub async fn login(
+        &self,
+        tenant: &TenantRef,
+        login: &Login,
+        password: &str,
+        client: &ClientInfo,
+    ) -> Result<SessionTokens> {
+        let db = self.store.db();
+        let found = match store::tenants::find(db, tenant).await? {
+            Some(tenant) => store::users::find_by_login(db, tenant.id, login).await?,
+            None => None,
+        };
+        let stored_hash = found.as_ref().and_then(|c| c.password_hash.as_deref());
+        let verification = self.passwords.verify(password, stored_hash).await?;
+        let Some(credentials) = found else {
+            return Err(invalid_credentials());
+        };
+        let user = credentials.user;
+        if !verification.matches {
+            self.record(
+                db,
+                NewActivity::on_user(user.tenant_id, None, "auth.login_failed", user.id, client),
+            )
+            .await?;
+            return Err(invalid_credentials());
+        }
+        match user.status {
+            UserStatus::Active => {}
+            UserStatus::PendingConfirmation => {
+                return Err(Error::precondition(
+                    "ACCOUNT_PENDING_CONFIRMATION",
+                    "the account is not activated yet: follow the link in the activation email",
+                ));
+            }
+            UserStatus::Inactive => {
+                return Err(Error::precondition(
+                    "ACCOUNT_INACTIVE",
+                    "the account has been deactivated",
+                ));
+            }
+            UserStatus::Locked => {
+                return Err(Error::precondition(
+                    "ACCOUNT_LOCKED",
+                    "the account is locked",
+                ));
+            }
+        }
+        let rehash = if verification.needs_rehash {
+            Some(self.passwords.hash(password).await?)
+        } else {
+            None
+        };
+        let now = self.clock.now();
+        let tx = self.store.begin().await?;
+        if let Some(hash) = &rehash {
+            store::users::set_password_hash(
+                &tx,
+                user.tenant_id,
+                user.id,
+                hash,
+                user.password_change_required,
+                now,
+            )
+            .await?;
+        }
+        store::users::set_last_login(&tx, user.tenant_id, user.id, now).await?;
+        let tokens = self.open_session(&tx, &user, client).await?;
+        self.record(
+            &tx,
+            NewActivity::on_user(user.tenant_id, Some(user.id), "auth.login", user.id, client)
+                .with_details(json!({ "session_id": tokens.session_id.to_string() })),
+        )
+        .await?;
+        store::commit(tx).await?;
+        Ok(SessionTokens {
+            user: User {
+                last_login_at: Some(now),
+                ..tokens.user
+            },
+            ..tokens
+        })
+    }
+
+    async fn open_session(
+        &self,
+        tx: &store::Tx,
+        user: &User,
+        client: &ClientInfo,
+    ) -> Result<SessionTokens> {
+        let now = self.clock.now();
+        let session_id = SessionId::new();
+        let refresh_token = tokens::refresh_token(session_id);
+        let record = SessionRecord {
+            id: session_id,
+            tenant_id: user.tenant_id,
+            user_id: user.id,
+            refresh_token_hash: tokens::token_hash(&refresh_token),
+            previous_refresh_token_hash: None,
+            client: client.clone(),
+            created_at: now,
+            last_used_at: now,
+            expires_at: now + self.policies.refresh_ttl,
+            revoked_at: None,
+        };
+        store::sessions::insert(tx, &record).await?;
+        let (access_token, access_token_expires_at) =
+            self.tokens.issue(&grant(user, session_id), now);
+        Ok(SessionTokens {
+            access_token,
+            access_token_expires_at,
+            refresh_token,
+            refresh_token_expires_at: record.expires_at,
+            session_id,
+            user: user.clone(),
+        })
+    }
+
+    /// Rotates a refresh token. A token that was already used ends its session (it was stolen,
+    /// or replayed).
+    pub async fn refresh(&self, refresh_token: &str, client: &ClientInfo) -> Result<SessionTokens> {
+        let session_id =
+            tokens::refresh_token_session(refresh_token.trim()).ok_or_else(invalid_refresh)?;
+        let presented = tokens::token_hash(refresh_token.trim());
+        let now = self.clock.now();
+        let db = self.store.db();
+        let session = store::sessions::find(db, session_id)
+            .await?
+            .ok_or_else(invalid_refresh)?;
+        if session.revoked_at.is_some() || session.expires_at <= now {
+            return Err(invalid_refresh());
+        }
+        let is_current = bool::from(
+            presented
+                .as_bytes()
+                .ct_eq(session.refresh_token_hash.as_bytes()),
+        );
+        let is_previous = session
+            .previous_refresh_token_hash
+            .as_ref()
+            .is_some_and(|previous| bool::from(presented.as_bytes().ct_eq(previous.as_bytes())));
+        if !is_current {
+            if is_previous {
+                self.end_session_for_reuse(&session, client).await?;
+            }
+            return Err(invalid_refresh());
+        }
+        let user = store::users::get(db, session.tenant_id, session.user_id)
+            .await?
+            .filter(|user| user.status == UserStatus::Active)
+            .ok_or_else(invalid_refresh)?;
+        let new_token = tokens::refresh_token(session_id);
+        let tx = self.store.begin().await?;
+        if !store::sessions::rotate(
+            &tx,
+            session_id,
+            &presented,
+            &tokens::token_hash(&new_token),
+            client,
+            now,
+        )
+        .await?
+        {
+            // Another call rotated this token first: the same token was presented twice.
+            drop(tx);
+            self.end_session_for_reuse(&session, client).await?;
+            return Err(invalid_refresh());
+        }
+        self.record(
+            &tx,
+            NewActivity::on_user(
+                user.tenant_id,
+                Some(user.id),
+                "auth.session_refreshed",
+                user.id,
+                client,
+            )
+            .with_details(json!({ "session_id": session_id.to_string() })),
+        )
+        .await?;
+        store::commit(tx).await?;
+        let (access_token, access_token_expires_at) =
+            self.tokens.issue(&grant(&user, session_id), now);
+        Ok(SessionTokens {
+            access_token,
+            access_token_expires_at,
+            refresh_token: new_token,
+            refresh_token_expires_at: session.expires_at,
+            session_id,
+            user,
+        })
+    }
+
+    async fn end_session_for_reuse(
+        &self,
+        session: &SessionRecord,
+        client: &ClientInfo,
+    ) -> Result<()> {
+        let now = self.clock.now();
+        let tx = self.store.begin().await?;
+        store::sessions::revoke(
+            &tx,
+            session.tenant_id,
+            session.id,
+            "refresh_token_reused",
+            now,
+        )
+        .await?;
+        self.record(
+            &tx,
+            NewActivity::on_user(
+                session.tenant_id,
+                None,
+                "auth.refresh_token_reused",
+                session.user_id,
+                client,
+            )
+            .with_details(json!({ "session_id": session.id.to_string() })),
+        )
+        .await?;
+        store::commit(tx).await?;
+        self.tokens.revocations().revoke_session(session.id, now);
+        tracing::warn!(tenant_id = %session.tenant_id, session_id = %session.id, "refresh token reused; session ended");
+        Ok(())
+    }
+
+    /// Ends the caller's session.
+    pub async fn logout(&self, principal: &Principal, client: &ClientInfo) -> Result<()> {
+        authorize(principal, Action::EndOwnSession)?;
+        let now = self.clock.now();
+        let tx = self.store.begin().await?;
+        store::sessions::revoke(
+            &tx,
+            principal.tenant_id,
+            principal.session_id,
+            "logout",
+            now,
+        )
+        .await?;
+        self.record(
+            &tx,
+            NewActivity::on_user(
+                principal.tenant_id,
+                Some(principal.user_id),
+                "auth.logout",
+                principal.user_id,
+                client,
+            )
+            .with_details(json!({ "session_id": principal.session_id.to_string() })),
+        )
+        .await?;
+        store::commit(tx).await?;
+        self.tokens
+            .revocations()
+            .revoke_session(principal.session_id, now);
+        Ok(())
+    }
+
+    /// Verifies an access token (no database round trip).
+    pub fn authenticate(&self, access_token: &str) -> Result<Principal> {
+        self.tokens.verify(access_token, self.clock.now())
+    }
+
+    /// The caller's user and account.
+    pub async fn who_am_i(&self, principal: &Principal) -> Result<(User, Tenant)> {
+        authorize(principal, Action::ReadSelf)?;
+        let db = self.store.db();
+        let user = store::users::get(db, principal.tenant_id, principal.user_id)
+            .await?
+            .ok_or(Error::NotFound("user"))?;
+        let tenant = store::tenants::get(db, principal.tenant_id)
+            .await?
+            .ok_or(Error::NotFound("account"))?;
+        Ok((user, tenant))
+    }
+
+    /// Changes the caller's password after checking the current one, and ends their other sessions.
+    pub async fn change_password(
+        &self,
+        principal: &Principal,
+        current_password: &str,
+        new_password: Password,
+        client: &ClientInfo,
+    ) -> Result<()> {
+        authorize(principal, Action::ChangeOwnPassword)?;
+        let db = self.store.db();
+        let credentials = store::users::get_credentials(db, principal.tenant_id, principal.user_id)
+            .await?
+            .ok_or(Error::NotFound("user"))?;
+        let verification = self
+            .passwords
+            .verify(current_password, credentials.password_hash.as_deref())
+            .await?;
+        if !verification.matches {
+            return Err(Error::invalid(
+                "current_password",
+                "is not the current password",
+            ));
+        }
+        if current_password == new_password.expose() {
+            return Err(Error::invalid(
+                "new_password",
+                "must differ from the current password",
+            ));
+        }
+        let hash = self.passwords.hash(new_password.expose()).await?;
+        let now = self.clock.now();
+        let tx = self.store.begin().await?;
+        store::users::set_password_hash(
+            &tx,
+            principal.tenant_id,
+            principal.user_id,
+            &hash,
+            false,
+            now,
+        )
+        .await?;
+        let ended = store::sessions::revoke_user_sessions(
+            &tx,
+            principal.tenant_id,
+            principal.user_id,
+            Some(principal.session_id),
+            "password_changed",
+            now,
+        )
+        .await?;
+        self.record(
+            &tx,
+            NewActivity::on_user(
+                principal.tenant_id,
+                Some(principal.user_id),
+                "user.password_changed",
+                principal.user_id,
+                client,
+            )
+            .with_details(json!({ "sessions_ended": ended.len() })),
+        )
+        .await?;
+        store::commit(tx).await?;
+        for session in ended {
+            self.tokens.revocations().revoke_session(session, now);
+        }
+        Ok(())
+    }
+}
+
+fn grant(user: &User, session_id: SessionId) -> Grant {
+    Grant {
+        tenant_id: user.tenant_id,
+        user_id: user.id,
+        session_id,
+        roles: user.roles.clone(),
+        is_owner: user.is_owner,
+        password_change_required: user.password_change_required,
+    }
+}

@@ -1,0 +1,233 @@
+//! Outgoing mail: message templates, the transports (a folder of `.eml` files or SMTP through
+//! lettre) and the background sender that drains the transactional outbox with retries.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use lettre::{
+    AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
+    message::{
+        Body, Mailbox,
+        header::{ContentTransferEncoding, ContentType},
+    },
+    transport::smtp::authentication::Credentials,
+};
+use tokio::sync::{Notify, watch};
+
+use crate::{
+    model::{Clock, Error, Result},
+    store::{self, Store, outbox::PendingMail},
+};
+
+/// Where mail goes.
+#[derive(Clone)]
+pub enum MailTransport {
+    /// Each message becomes an RFC 5322 `.eml` file in this folder (development).
+    Folder(PathBuf),
+    /// An SMTP relay.
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+}
+
+impl std::fmt::Debug for MailTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Folder(dir) => write!(f, "Folder({})", dir.display()),
+            Self::Smtp(_) => f.write_str("Smtp"),
+        }
+    }
+}
+
+impl MailTransport {
+    /// Builds a transport from `file://DIR`, `smtp://[user:pass@]host[:port]` (plain, for local
+    /// relays) or `smtps://...` (implicit TLS).
+    pub fn from_url(url: &url::Url) -> std::result::Result<Self, String> {
+        match url.scheme() {
+            "file" => {
+                // file://./mail is a relative folder; url puts "." in the host.
+                let path = match url.host_str() {
+                    Some(host) if !host.is_empty() => format!("{host}{}", url.path()),
+                    _ => url.path().to_owned(),
+                };
+                Ok(Self::Folder(PathBuf::from(path)))
+            }
+            scheme @ ("smtp" | "smtps") => {
+                let host = url.host_str().ok_or("an smtp URL needs a host")?;
+                let mut builder = if scheme == "smtps" {
+                    AsyncSmtpTransport::<Tokio1Executor>::relay(host).map_err(|e| e.to_string())?
+                } else {
+                    AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+                };
+                if let Some(port) = url.port() {
+                    builder = builder.port(port);
+                }
+                if !url.username().is_empty() {
+                    builder = builder.credentials(Credentials::new(
+                        url.username().to_owned(),
+                        url.password().unwrap_or_default().to_owned(),
+                    ));
+                }
+                Ok(Self::Smtp(
+                    builder.timeout(Some(Duration::from_secs(15))).build(),
+                ))
+            }
+            other => Err(format!(
+                "unsupported scheme {other:?} (use file:// or smtp://)"
+            )),
+        }
+    }
+
+    async fn send(&self, message: Message, id: uuid::Uuid) -> Result<()> {
+        match self {
+            Self::Folder(dir) => {
+                tokio::fs::create_dir_all(dir)
+                    .await
+                    .map_err(Error::internal)?;
+                let path = dir.join(format!("{id}.eml"));
+                let partial = dir.join(format!(".{id}.eml.partial"));
+                // Write then rename, so a reader never sees half a message.
+                tokio::fs::write(&partial, message.formatted())
+                    .await
+                    .map_err(Error::internal)?;
+                tokio::fs::rename(&partial, &path)
+                    .await
+                    .map_err(Error::internal)
+            }
+            Self::Smtp(transport) => transport
+                .send(message)
+                .await
+                .map(|_| ())
+                .map_err(Error::internal),
+        }
+    }
+}
+
+/// A message to queue.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    pub to: String,
+    pub subject: String,
+    pub body: String,
+}
+
+/// The activation email sent at sign-up and to users created with a password.
+pub fn activation(to: &str, first_name: &str, account: &str, link: &str, valid_hours: i64) -> Mail {
+    Mail {
+        to: to.to_owned(),
+        subject: format!("Activate your {account} account"),
+        body: format!(
+            "Hello {first_name},\r\n\r\nPlease confirm your email address to activate your account \
+             {account}.\r\n\r\nActivate my account: {link}\r\n\r\nThe link is valid for {valid_hours} hours. \
+             If you did not expect this message, ignore it.\r\n"
+        ),
+    }
+}
+
+/// The invitation email for users created without a password.
+pub fn invitation(to: &str, first_name: &str, account: &str, link: &str, valid_hours: i64) -> Mail {
+    Mail {
+        to: to.to_owned(),
+        subject: format!("You are invited to {account}"),
+        body: format!(
+            "Hello {first_name},\r\n\r\nYou have been invited to join the account {account}. \
+             Choose your password to complete your registration.\r\n\r\nConfirm: {link}\r\n\r\n\
+             The link is valid for {valid_hours} hours.\r\n"
+        ),
+    }
+}
+
+/// Encodes a text body as 7bit (or 8bit when it is not ASCII) so that links stay intact in the
+/// raw message; lettre's chooser would switch to quoted-printable above 76 characters a line,
+/// while RFC 5322 allows 998.
+fn plain_body(text: &str) -> std::result::Result<Body, String> {
+    let normalised = text.replace("\r\n", "\n").replace('\n', "\r\n");
+    if normalised.split("\r\n").any(|line| line.len() > 998) {
+        return Err("a body line is longer than 998 octets".into());
+    }
+    let encoding = if normalised.is_ascii() {
+        ContentTransferEncoding::SevenBit
+    } else {
+        ContentTransferEncoding::EightBit
+    };
+    Ok(Body::dangerous_pre_encoded(
+        normalised.into_bytes(),
+        encoding,
+    ))
+}
+
+/// Sends queued mail until shutdown.
+pub struct OutboxSender {
+    pub store: Store,
+    pub transport: MailTransport,
+    pub from: Mailbox,
+    pub clock: Arc<dyn Clock>,
+    pub wake: Arc<Notify>,
+    pub max_attempts: i32,
+}
+
+impl OutboxSender {
+    /// Runs until `shutdown` turns true, waking on `wake` or every second.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if let Err(err) = self.deliver_due().await {
+                tracing::warn!(error = %err, "mail outbox pass failed");
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    }
+
+    async fn deliver_due(&self) -> Result<()> {
+        let db = self.store.db();
+        loop {
+            let now = self.clock.now();
+            let due = store::outbox::due(db, now, self.max_attempts, 50).await?;
+            if due.is_empty() {
+                return Ok(());
+            }
+            for mail in due {
+                // A claim keeps other replicas off this message while it is being sent.
+                if !store::outbox::claim(db, &mail, now + chrono::Duration::minutes(5)).await? {
+                    continue;
+                }
+                match self.build(&mail) {
+                    Ok(message) => match self.transport.send(message, mail.id).await {
+                        Ok(()) => {
+                            store::outbox::mark_sent(db, mail.id, self.clock.now()).await?;
+                            tracing::info!(mail_id = %mail.id, "mail sent");
+                        }
+                        Err(err) => self.failed(&mail, &err.to_string()).await?,
+                    },
+                    Err(err) => self.failed(&mail, &err).await?,
+                }
+            }
+        }
+    }
+
+    async fn failed(&self, mail: &PendingMail, error: &str) -> Result<()> {
+        let backoff = 2_i64
+            .saturating_pow(mail.attempts.clamp(0, 12) as u32)
+            .min(3600);
+        let retry_at = self.clock.now() + chrono::Duration::seconds(backoff);
+        tracing::warn!(mail_id = %mail.id, attempts = mail.attempts + 1, error, "mail delivery failed");
+        store::outbox::mark_failed(self.store.db(), mail.id, error, retry_at).await
+    }
+
+    fn build(&self, mail: &PendingMail) -> std::result::Result<Message, String> {
+        let to: Mailbox = mail
+            .recipient
+            .parse()
+            .map_err(|e| format!("recipient: {e}"))?;
+        Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(mail.subject.clone())
+            .header(ContentType::TEXT_PLAIN)
+            .body(plain_body(&mail.body)?)
+            .map_err(|e| e.to_string())
+    }
+}

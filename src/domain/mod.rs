@@ -1,0 +1,78 @@
+//! Rules and use cases. Each use case takes the caller's identity first, checks authorization,
+//! then runs its change in one transaction together with the activity record.
+
+pub mod auth;
+pub mod mail;
+pub mod passwords;
+pub mod policy;
+pub mod tokens;
+
+use std::sync::Arc;
+
+use chrono::Duration;
+use tokio::sync::Notify;
+
+use crate::{
+    model::{Clock, NewActivity, Result},
+    store::{self, Store},
+};
+use mail::Mail;
+use passwords::PasswordHasher;
+use tokens::TokenIssuer;
+
+/// Lifetimes and links that use cases need.
+#[derive(Debug, Clone)]
+pub struct Policies {
+    pub refresh_ttl: Duration,
+    pub activation_ttl: Duration,
+    /// Base of the links in emails, without a trailing slash.
+    pub public_url: String,
+}
+
+/// Everything the use cases share; cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    pub passwords: PasswordHasher,
+    pub tokens: TokenIssuer,
+    pub policies: Arc<Policies>,
+    /// Wakes the outbox sender after a commit that queued mail.
+    pub mail_wake: Arc<Notify>,
+}
+
+impl App {
+    /// Queues `mail` inside `tx`; call [`App::mail_queued`] after the commit.
+    async fn queue_mail(
+        &self,
+        tx: &store::Tx,
+        tenant: Option<crate::model::TenantId>,
+        mail: &Mail,
+    ) -> Result<()> {
+        store::outbox::enqueue(
+            tx,
+            tenant,
+            &mail.to,
+            &mail.subject,
+            &mail.body,
+            self.clock.now(),
+        )
+        .await
+    }
+
+    fn mail_queued(&self) {
+        self.mail_wake.notify_one();
+    }
+
+    /// Writes an activity record inside `db`'s transaction.
+    async fn record(&self, db: &impl store::Conn, activity: NewActivity) -> Result<()> {
+        store::activity::insert(db, &activity, self.clock.now())
+            .await
+            .map(|_| ())
+    }
+
+    /// A link into the product for a mailed token.
+    fn link(&self, path: &str, token: &str) -> String {
+        format!("{}/{path}?token={token}", self.policies.public_url)
+    }
+}

@@ -1,0 +1,13 @@
+//! roster: a multi-tenant user-management service over gRPC.
+//!
+//! The layers run one way: [`api`] (transport) -> [`domain`] (rules and use cases) -> [`store`]
+//! (database), all speaking the vocabulary of [`model`].
+
+pub mod api;
+pub mod bench;
+pub mod config;
+pub mod domain;
+pub mod model;
+pub mod server;
+pub mod store;
+pub mod telemetry;

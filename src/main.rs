@@ -1,0 +1,109 @@
+//! The `roster` command: serve (default), migrate, descriptor, bench.
+
+use std::{path::PathBuf, process::ExitCode, sync::Arc};
+
+use clap::{Parser, Subcommand};
+use roster::{
+    config::{Settings, SettingsArgs},
+    model::SystemClock,
+    server, telemetry,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "roster",
+    version,
+    about = "Multi-tenant user-management service over gRPC"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    settings: SettingsArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Write the encoded FileDescriptorSet (with google.api.http options) for gateways.
+    Descriptor {
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Descriptor { out }) = &cli.command {
+        return match std::fs::write(out, roster::api::pb::FILE_DESCRIPTOR_SET) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("roster: cannot write {}: {err}", out.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let settings = match Settings::try_from(cli.settings) {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("roster: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("roster: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let _telemetry = telemetry::init(&settings.log, settings.log_format)?;
+        match cli.command {
+            Some(Command::Migrate) => {
+                server::open_store(&settings).await?.close().await;
+                tracing::info!("migrations applied");
+                Ok(())
+            }
+            _ => {
+                let listener = tokio::net::TcpListener::bind(settings.listen).await?;
+                server::serve(settings, Arc::new(SystemClock), listener, shutdown_signal()).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("roster: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutdown signal received");
+}

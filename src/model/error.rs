@@ -1,0 +1,147 @@
+use std::fmt;
+
+/// The result type of the domain and the store.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One bad field of a request, with a human-readable reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// The request field, e.g. `email` or `profile.timezone`.
+    pub field: String,
+    /// What is wrong with it.
+    pub description: String,
+}
+
+impl FieldViolation {
+    /// A violation of `field`.
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+}
+
+/// Everything that can go wrong in roster, mapped once to a gRPC status by the api layer.
+/// `reason` values are stable, machine-readable codes (`google.rpc.ErrorInfo.reason`).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad input: one entry per offending field.
+    #[error("invalid argument: {}", describe(.0))]
+    InvalidArgument(Vec<FieldViolation>),
+    /// The resource does not exist in the caller's account (or belongs to another one).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// A unique value is taken.
+    #[error("{}: {}", .0.field, .0.description)]
+    AlreadyExists(FieldViolation),
+    /// The target is not in a state that allows the operation.
+    #[error("{message}")]
+    FailedPrecondition {
+        reason: &'static str,
+        message: String,
+    },
+    /// The caller is known but not allowed.
+    #[error("{message}")]
+    PermissionDenied {
+        reason: &'static str,
+        message: String,
+    },
+    /// The caller is not (or no longer) authenticated.
+    #[error("{message}")]
+    Unauthenticated {
+        reason: &'static str,
+        message: String,
+    },
+    /// A limit was reached.
+    #[error("{message}")]
+    ResourceExhausted {
+        reason: &'static str,
+        message: String,
+    },
+    /// A dependency (the database) cannot be reached.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or an unexpected failure; the cause is logged, never returned.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn describe(violations: &[FieldViolation]) -> String {
+    violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Error {
+    /// A single bad field.
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::InvalidArgument(vec![FieldViolation::new(field, description)])
+    }
+
+    /// A taken unique value.
+    pub fn already_exists(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::AlreadyExists(FieldViolation::new(field, description))
+    }
+
+    /// A refused state transition.
+    pub fn precondition(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::FailedPrecondition {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// A refused action.
+    pub fn denied(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::PermissionDenied {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// A refused identity.
+    pub fn unauthenticated(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::Unauthenticated {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// An unexpected failure with its cause.
+    pub fn internal(cause: impl fmt::Display) -> Self {
+        Self::Internal(cause.to_string())
+    }
+}
+
+/// Collects field violations while parsing a request, so that every bad field is reported at once.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    /// Keeps the value or records the violation.
+    pub fn check<T>(&mut self, result: Result<T>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(Error::InvalidArgument(mut found)) => {
+                self.0.append(&mut found);
+                None
+            }
+            Err(other) => {
+                self.0.push(FieldViolation::new("", other.to_string()));
+                None
+            }
+        }
+    }
+
+    /// Ok when nothing was recorded.
+    pub fn finish(self) -> Result<()> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(self.0))
+        }
+    }
+}

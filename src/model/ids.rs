@@ -1,0 +1,52 @@
+use std::fmt;
+
+use uuid::Uuid;
+
+use super::{Error, Result};
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// A new time-ordered (v7) id.
+            pub fn new() -> Self {
+                Self(Uuid::now_v7())
+            }
+
+            /// Parses the id sent in request field `field`.
+            pub fn parse(field: &str, text: &str) -> Result<Self> {
+                Uuid::parse_str(text.trim())
+                    .map(Self)
+                    .map_err(|_| Error::invalid(field, concat!("must be a ", $what, " id (UUID)")))
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// Identifies an account (tenant).
+    TenantId, "tenant"
+);
+id_type!(
+    /// Identifies a user.
+    UserId, "user"
+);
+id_type!(
+    /// Identifies a login session.
+    SessionId, "session"
+);

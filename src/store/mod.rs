@@ -1,0 +1,117 @@
+//! Storage: SeaORM entities and queries on SQLite or PostgreSQL. Every query on tenant data takes
+//! the tenant first; functions take and return `model` types.
+
+pub mod activity;
+mod entity;
+pub mod keys;
+pub mod outbox;
+pub mod sessions;
+pub mod tenants;
+pub mod tokens;
+pub mod users;
+
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+    DbErr, SqlErr, TransactionTrait,
+};
+
+use crate::model::{Error, Result};
+
+/// Anything queries can run on: the pool or an open transaction.
+pub use sea_orm::ConnectionTrait as Conn;
+
+/// An open transaction; dropped without `commit` it rolls back.
+pub type Tx = DatabaseTransaction;
+
+/// The database behind roster.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://...` or `postgres://...`); a SQLite file is created when missing.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        let url =
+            if url.starts_with("sqlite:") && !url.contains("mode=") && !url.contains(":memory:") {
+                let separator = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{separator}mode=rwc")
+            } else {
+                url.to_owned()
+            };
+        let sqlite = url.starts_with("sqlite:");
+        let mut options = ConnectOptions::new(url);
+        // SQLite allows one writer: a single connection avoids SQLITE_BUSY on lock upgrades, and
+        // its queries are short enough that serialising them costs little.
+        options
+            .max_connections(if sqlite { 1 } else { max_connections })
+            .min_connections(1)
+            .connect_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(10))
+            .sqlx_logging(false);
+        let db = Database::connect(options).await.map_err(Error::from)?;
+        if sqlite {
+            db.execute_unprepared(
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+            )
+            .await?;
+        }
+        Ok(Self { db })
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<()> {
+        Migrator::up(&self.db, None).await.map_err(Error::from)
+    }
+
+    /// True when the database answers.
+    pub async fn ping(&self) -> bool {
+        self.db.ping().await.is_ok()
+    }
+
+    /// Whether this is PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.db.get_database_backend() == DbBackend::Postgres
+    }
+
+    /// The connection pool, for reads outside a transaction.
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Starts a transaction.
+    pub async fn begin(&self) -> Result<Tx> {
+        Ok(self.db.begin().await?)
+    }
+
+    /// Closes the pool.
+    pub async fn close(self) {
+        let _ = self.db.close().await;
+    }
+}
+
+/// Commits `tx`.
+pub async fn commit(tx: Tx) -> Result<()> {
+    Ok(tx.commit().await?)
+}
+
+impl From<DbErr> for Error {
+    fn from(err: DbErr) -> Self {
+        if let Some(SqlErr::UniqueConstraintViolation(message)) = err.sql_err() {
+            // Index names and SQLite's "UNIQUE constraint failed: users.tenant_id, users.email"
+            // both name the column.
+            let field = ["email", "username", "slug"]
+                .into_iter()
+                .find(|column| message.contains(column))
+                .unwrap_or("id");
+            return Error::already_exists(field, "is already taken in this account");
+        }
+        match err {
+            DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => Error::Unavailable(err.to_string()),
+            other => Error::internal(other),
+        }
+    }
+}

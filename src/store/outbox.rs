@@ -1,0 +1,127 @@
+//! The transactional mail outbox: messages are written with the change that causes them and sent
+//! by a background task.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveValue::Set,
+    ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::{Expr, ExprTrait},
+};
+
+use super::{Conn, entity::outbox};
+use crate::model::{Result, TenantId};
+
+/// A message waiting to be sent.
+#[derive(Debug, Clone)]
+pub struct PendingMail {
+    pub id: uuid::Uuid,
+    pub recipient: String,
+    pub subject: String,
+    pub body: String,
+    pub attempts: i32,
+    pub next_attempt_at: DateTime<Utc>,
+}
+
+/// Queues a message.
+pub async fn enqueue(
+    db: &impl Conn,
+    tenant_id: Option<TenantId>,
+    recipient: &str,
+    subject: &str,
+    body: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    outbox::Entity::insert(outbox::ActiveModel {
+        id: Set(uuid::Uuid::now_v7()),
+        tenant_id: Set(tenant_id.map(|id| id.0)),
+        recipient: Set(recipient.to_owned()),
+        subject: Set(subject.to_owned()),
+        body: Set(body.to_owned()),
+        attempts: Set(0),
+        next_attempt_at: Set(now),
+        sent_at: Set(None),
+        last_error: Set(None),
+        created_at: Set(now),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+/// Messages due for a (re)try, oldest first.
+pub async fn due(
+    db: &impl Conn,
+    now: DateTime<Utc>,
+    max_attempts: i32,
+    limit: u64,
+) -> Result<Vec<PendingMail>> {
+    Ok(outbox::Entity::find()
+        .filter(outbox::Column::SentAt.is_null())
+        .filter(outbox::Column::NextAttemptAt.lte(now))
+        .filter(outbox::Column::Attempts.lt(max_attempts))
+        .order_by_asc(outbox::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|row| PendingMail {
+            id: row.id,
+            recipient: row.recipient,
+            subject: row.subject,
+            body: row.body,
+            attempts: row.attempts,
+            next_attempt_at: row.next_attempt_at,
+        })
+        .collect())
+}
+
+/// Claims a message for one sender by pushing its next attempt out; false when another replica
+/// claimed it first.
+pub async fn claim(db: &impl Conn, mail: &PendingMail, until: DateTime<Utc>) -> Result<bool> {
+    let result = outbox::Entity::update_many()
+        .col_expr(outbox::Column::NextAttemptAt, Expr::value(until))
+        .filter(outbox::Column::Id.eq(mail.id))
+        .filter(outbox::Column::NextAttemptAt.eq(mail.next_attempt_at))
+        .filter(outbox::Column::SentAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+/// Records a delivery.
+pub async fn mark_sent(db: &impl Conn, id: uuid::Uuid, now: DateTime<Utc>) -> Result<()> {
+    outbox::Entity::update_many()
+        .col_expr(outbox::Column::SentAt, Expr::value(now))
+        .col_expr(
+            outbox::Column::Attempts,
+            Expr::col(outbox::Column::Attempts).add(1),
+        )
+        .col_expr(
+            outbox::Column::LastError,
+            Expr::value(Option::<String>::None),
+        )
+        .filter(outbox::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Records a failed attempt and when to try again.
+pub async fn mark_failed(
+    db: &impl Conn,
+    id: uuid::Uuid,
+    error: &str,
+    retry_at: DateTime<Utc>,
+) -> Result<()> {
+    outbox::Entity::update_many()
+        .col_expr(
+            outbox::Column::Attempts,
+            Expr::col(outbox::Column::Attempts).add(1),
+        )
+        .col_expr(outbox::Column::LastError, Expr::value(error))
+        .col_expr(outbox::Column::NextAttemptAt, Expr::value(retry_at))
+        .filter(outbox::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! Single-use tokens mailed to users (activation, invitation, password reset). Only hashes are stored.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+
+use super::{Conn, entity::action_token};
+use crate::model::{Result, TenantId, UserId};
+
+/// A stored single-use token.
+#[derive(Debug, Clone)]
+pub struct ActionToken {
+    pub id: uuid::Uuid,
+    pub tenant_id: TenantId,
+    pub user_id: UserId,
+    pub purpose: String,
+    pub expires_at: DateTime<Utc>,
+    pub used_at: Option<DateTime<Utc>>,
+}
+
+/// Stores a token's hash.
+pub async fn insert(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    user_id: UserId,
+    purpose: &str,
+    token_hash: &str,
+    now: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+) -> Result<()> {
+    action_token::Entity::insert(action_token::ActiveModel {
+        id: Set(uuid::Uuid::now_v7()),
+        tenant_id: Set(tenant_id.0),
+        user_id: Set(user_id.0),
+        purpose: Set(purpose.to_owned()),
+        token_hash: Set(token_hash.to_owned()),
+        created_at: Set(now),
+        expires_at: Set(expires_at),
+        used_at: Set(None),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+/// Finds a token by its hash.
+pub async fn find_by_hash(db: &impl Conn, token_hash: &str) -> Result<Option<ActionToken>> {
+    Ok(action_token::Entity::find()
+        .filter(action_token::Column::TokenHash.eq(token_hash))
+        .one(db)
+        .await?
+        .map(|row| ActionToken {
+            id: row.id,
+            tenant_id: TenantId(row.tenant_id),
+            user_id: UserId(row.user_id),
+            purpose: row.purpose,
+            expires_at: row.expires_at,
+            used_at: row.used_at,
+        }))
+}
+
+/// Marks a token used; false when it already was (a concurrent use won).
+pub async fn mark_used(db: &impl Conn, id: uuid::Uuid, now: DateTime<Utc>) -> Result<bool> {
+    let result = action_token::Entity::update_many()
+        .col_expr(action_token::Column::UsedAt, Expr::value(now))
+        .filter(action_token::Column::Id.eq(id))
+        .filter(action_token::Column::UsedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+/// Retires a user's unused tokens of the given purposes (a newer one replaces them).
+pub async fn retire(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    user_id: UserId,
+    purposes: &[&str],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    action_token::Entity::update_many()
+        .col_expr(action_token::Column::UsedAt, Expr::value(now))
+        .filter(action_token::Column::TenantId.eq(tenant_id.0))
+        .filter(action_token::Column::UserId.eq(user_id.0))
+        .filter(action_token::Column::Purpose.is_in(purposes.iter().copied()))
+        .filter(action_token::Column::UsedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(())
+}
