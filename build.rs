@@ -5,7 +5,15 @@ use std::{env, fs, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    let files = ["proto/roster/v1/common.proto", "proto/roster/v1/auth.proto"];
+    let files = [
+        "proto/roster/v1/common.proto",
+        "proto/roster/v1/auth.proto",
+        "proto/roster/v1/users.proto",
+        // Not used by roster's messages, but described so that reflection clients and the Envoy
+        // transcoder can decode the google.rpc error details every refusal carries.
+        "proto/google/rpc/error_details.proto",
+        "proto/google/rpc/status.proto",
+    ];
     let mut compiler = protox::Compiler::new(["proto"])?;
     compiler.include_imports(true).include_source_info(true);
     compiler.open_files(files)?;

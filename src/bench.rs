@@ -1,1 +1,957 @@
 //! Load generator (`roster bench`).
+//!
+//! Starts the server as a child process (or targets a running one with `--addr`), measures start
+//! to SERVING on a new and on an existing database, signs up and activates an account through the
+//! real API, then drives `--concurrency` calls at once for each RPC and prints calls/s, p50, p99,
+//! the server's CPU per call and its resident memory. Throughput is judged against baselines
+//! measured in the same run, because these machines are noisy and the client shares the cores
+//! with the server: `grpc.health.v1.Health/Check` for the cheap RPCs, and a raw argon2id loop with
+//! the server's parameters and thread count for Login.
+//!
+//! Misses are measurements, not failures: the exit code is non-zero only when the bench itself
+//! could not run (or a call failed).
+
+use std::{
+    fmt::Write as _,
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitCode, Stdio},
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, anyhow, bail};
+use hdrhistogram::Histogram;
+use tonic::{
+    Request,
+    metadata::{Ascii, MetadataValue},
+    transport::{Channel, Endpoint},
+};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+use crate::{
+    api::pb::{self, auth_service_client::AuthServiceClient},
+    config::Settings,
+    domain::passwords::{Argon2Settings, hash_blocking, verify_blocking},
+};
+
+/// Password of the account the bench signs up.
+const PASSWORD: &str = "Bench-Passw0rd-42";
+/// Longest wait for a server to answer SERVING.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for the activation email.
+const MAIL_TIMEOUT: Duration = Duration::from_secs(15);
+/// Linux reports process CPU time in clock ticks of 1/100 s (USER_HZ is 100 on every
+/// architecture's userspace ABI).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// Options of `roster bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Bench the server already listening here instead of starting one.
+    #[arg(long)]
+    pub addr: Option<SocketAddr>,
+    /// Process id of the server given with --addr, to report its resident memory and CPU.
+    #[arg(long, requires = "addr")]
+    pub pid: Option<u32>,
+    /// Mail folder of the server given with --addr (its ROSTER_MAIL_URL `file://` folder), where
+    /// the activation email is read.
+    #[arg(long, default_value = "./mail", requires = "addr")]
+    pub mail_dir: PathBuf,
+    /// Database of the started server (default: a new SQLite file in a scratch folder).
+    #[arg(long, conflicts_with = "addr")]
+    pub database_url: Option<String>,
+    /// Calls in flight at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: u32,
+    /// HTTP/2 connections the calls are spread over.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub connections: u32,
+    /// Measured time per RPC (and for the argon2 loop).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Unmeasured time before each measurement.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// Threads of the client's runtime; 1 runs the client on a current-thread runtime.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub client_threads: u32,
+}
+
+/// Runs the bench and prints its report; the process exit code.
+pub fn run(args: &BenchArgs) -> ExitCode {
+    // The client shares this machine's cores with the server, so it should cost as little CPU per
+    // call as possible: one current-thread runtime (no cross-thread wake-ups or work stealing)
+    // gave the highest Health/Check throughput on the 2-core machine, and it leaves the server
+    // its two workers. `--client-threads` is there to check that claim.
+    let runtime = if args.client_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.client_threads as usize)
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("roster bench: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(bench(args.clone())) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("roster bench: some calls failed (see the errors column)");
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("roster bench: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The RPCs the bench drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rpc {
+    Health,
+    ValidateToken,
+    WhoAmI,
+    Login,
+}
+
+impl Rpc {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Health => "grpc.health.v1.Health/Check",
+            Self::ValidateToken => "roster.v1.AuthService/ValidateToken",
+            Self::WhoAmI => "roster.v1.AuthService/WhoAmI",
+            Self::Login => "roster.v1.AuthService/Login",
+        }
+    }
+}
+
+/// What the calls need: the signed-up account's credentials and a valid access token.
+struct Fixture {
+    access_token: String,
+    bearer: MetadataValue<Ascii>,
+    login: pb::LoginRequest,
+}
+
+/// One RPC's measurement.
+struct Phase {
+    rpc: Rpc,
+    histogram: Histogram<u64>,
+    window: Duration,
+    errors: u64,
+    first_error: Option<String>,
+    server_cpu: Option<Duration>,
+    client_cpu: Option<Duration>,
+}
+
+impl Phase {
+    fn calls(&self) -> u64 {
+        self.histogram.len()
+    }
+
+    fn rate(&self) -> f64 {
+        self.calls() as f64 / self.window.as_secs_f64()
+    }
+
+    fn quantile_ms(&self, quantile: f64) -> f64 {
+        self.histogram.value_at_quantile(quantile) as f64 / 1000.0
+    }
+}
+
+/// What one worker saw.
+struct Tally {
+    histogram: Histogram<u64>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+/// Resident memory of the server at the points the report names, in KiB.
+#[derive(Default)]
+struct Memory {
+    idle: Option<u64>,
+    after_setup: Option<u64>,
+    after_load: Option<u64>,
+    peak: Option<u64>,
+}
+
+/// The server the bench drives.
+struct Target {
+    addr: SocketAddr,
+    pid: Option<u32>,
+    mail_dir: PathBuf,
+    /// Set when the bench started the server; stopped at the end.
+    process: Option<ServerProcess>,
+    description: String,
+}
+
+async fn bench(args: BenchArgs) -> anyhow::Result<bool> {
+    // The server reads its argon2 parameters and hash concurrency from the same environment.
+    let settings = Settings::from_pairs(&[]).context("reading ROSTER_* settings")?;
+    let mut memory = Memory::default();
+    let mut starts: Vec<(String, Duration)> = Vec::new();
+    let scratch = ScratchDir::new()?;
+
+    let mut target = match args.addr {
+        Some(addr) => Target {
+            addr,
+            pid: args.pid,
+            mail_dir: args.mail_dir.clone(),
+            process: None,
+            description: format!("{addr} (already running)"),
+        },
+        None => {
+            let exe = std::env::current_exe().context("locating the roster executable")?;
+            let (database_url, first) = match &args.database_url {
+                Some(url) => (url.clone(), "first start"),
+                None => (
+                    format!("sqlite://{}", scratch.path().join("roster.db").display()),
+                    "first start (new database)",
+                ),
+            };
+            let mail_dir = scratch.path().join("mail");
+            let config = ServerConfig {
+                exe,
+                database_url,
+                mail_url: format!("file://{}", mail_dir.display()),
+            };
+            let (process, took) = config.start().await?;
+            starts.push((first.to_owned(), took));
+            process.stop().await?;
+            let (process, took) = config.start().await?;
+            starts.push(("start to SERVING (existing database)".to_owned(), took));
+            Target {
+                addr: process.addr,
+                pid: Some(process.pid()),
+                mail_dir,
+                description: format!(
+                    "pid {} on {}, started by the bench, database {}",
+                    process.pid(),
+                    process.addr,
+                    config.database_url
+                ),
+                process: Some(process),
+            }
+        }
+    };
+
+    if target.pid.is_some() {
+        // Let the background tasks (mail sender, database watch) settle before calling it idle.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        memory.idle = target.pid.and_then(|pid| proc_status_kib(pid, "VmRSS"));
+    }
+
+    let channels = connect(target.addr, args.connections).await?;
+    let fixture = Arc::new(setup(&channels[0], &target.mail_dir).await?);
+    memory.after_setup = target.pid.and_then(|pid| proc_status_kib(pid, "VmRSS"));
+
+    let mut phases = Vec::new();
+    for rpc in [Rpc::Health, Rpc::ValidateToken, Rpc::WhoAmI, Rpc::Login] {
+        phases.push(drive(rpc, &args, &channels, &fixture, target.pid).await?);
+    }
+    memory.after_load = target.pid.and_then(|pid| proc_status_kib(pid, "VmRSS"));
+    memory.peak = target.pid.and_then(|pid| proc_status_kib(pid, "VmHWM"));
+    drop(channels);
+
+    let argon2 = settings.argon2;
+    let threads = settings.hash_concurrency;
+    let (warmup, duration) = (args.warmup, args.duration);
+    let bound =
+        tokio::task::spawn_blocking(move || argon2_bound(argon2, threads, warmup, duration))
+            .await
+            .context("the argon2 loop panicked")??;
+
+    if let Some(process) = target.process.take() {
+        process.stop().await?;
+    }
+
+    let report = Report {
+        args: &args,
+        target: &target,
+        starts: &starts,
+        memory: &memory,
+        phases: &phases,
+        argon2,
+        threads,
+        bound,
+    };
+    print!("{}", report.render());
+    Ok(phases.iter().all(|phase| phase.errors == 0))
+}
+
+/// How to start the server as a child process.
+struct ServerConfig {
+    exe: PathBuf,
+    database_url: String,
+    mail_url: String,
+}
+
+impl ServerConfig {
+    /// Starts `roster serve` on a free port and waits until it answers SERVING; returns the
+    /// process and the time from spawn to SERVING.
+    async fn start(&self) -> anyhow::Result<(ServerProcess, Duration)> {
+        let addr = free_port()?;
+        let started = Instant::now();
+        let child = Command::new(&self.exe)
+            .arg("serve")
+            .env("ROSTER_LISTEN", addr.to_string())
+            .env("ROSTER_DATABASE_URL", &self.database_url)
+            .env("ROSTER_MAIL_URL", &self.mail_url)
+            .env("ROSTER_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", self.exe.display()))?;
+        let mut process = ServerProcess { child, addr };
+        let took = process.wait_serving(started).await?;
+        Ok((process, took))
+    }
+}
+
+/// A server started by the bench; killed if dropped while still running.
+struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ServerProcess {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Polls Health/Check until it answers SERVING; the time since `started`.
+    async fn wait_serving(&mut self, started: Instant) -> anyhow::Result<Duration> {
+        let endpoint = Endpoint::from_shared(format!("http://{}", self.addr))?
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(Duration::from_secs(1));
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("the server exited ({status}) before it was serving");
+            }
+            if let Ok(channel) = endpoint.connect().await {
+                let answer = HealthClient::new(channel)
+                    .check(HealthCheckRequest::default())
+                    .await;
+                if let Ok(response) = answer
+                    && response.into_inner().status == ServingStatus::Serving as i32
+                {
+                    return Ok(started.elapsed());
+                }
+            }
+            if started.elapsed() > START_TIMEOUT {
+                bail!("the server was not serving after {START_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits for a graceful exit (killing it after 10 s).
+    async fn stop(mut self) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .context("running kill")?;
+        if !status.success() {
+            bail!("kill -TERM {} failed ({status})", self.pid());
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                if !status.success() {
+                    bail!("the server exited with {status} on SIGTERM");
+                }
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the server did not stop within 10 s of SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A scratch folder for the database and mail, removed on drop.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new() -> anyhow::Result<Self> {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let path =
+            std::env::temp_dir().join(format!("roster-bench-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self(path))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A loopback address whose port was free a moment ago.
+fn free_port() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?)
+}
+
+/// Opens `count` HTTP/2 connections to `addr`.
+async fn connect(addr: SocketAddr, count: u32) -> anyhow::Result<Vec<Channel>> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5));
+    let mut channels = Vec::new();
+    for _ in 0..count {
+        channels.push(
+            endpoint
+                .connect()
+                .await
+                .with_context(|| format!("connecting to {addr}"))?,
+        );
+    }
+    Ok(channels)
+}
+
+/// Signs up a new account, activates it from the emailed link and logs in.
+async fn setup(channel: &Channel, mail_dir: &Path) -> anyhow::Result<Fixture> {
+    let mut auth = AuthServiceClient::new(channel.clone());
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let email = format!("bench-{nanos}@example.com");
+    let signed_up = auth
+        .sign_up(pb::SignUpRequest {
+            account_name: "Bench".into(),
+            first_name: "Bench".into(),
+            last_name: "Runner".into(),
+            email: email.clone(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .context("SignUp")?
+        .into_inner();
+    let token = activation_token(mail_dir, &email).await?;
+    auth.activate_account(pb::ActivateAccountRequest {
+        token,
+        password: String::new(),
+    })
+    .await
+    .context("ActivateAccount")?;
+    let login = pb::LoginRequest {
+        tenant: signed_up.tenant_slug,
+        login: email,
+        password: PASSWORD.into(),
+    };
+    let access_token = auth
+        .login(login.clone())
+        .await
+        .context("Login")?
+        .into_inner()
+        .access_token;
+    let bearer = format!("Bearer {access_token}")
+        .parse()
+        .context("the access token is not a valid header value")?;
+    Ok(Fixture {
+        access_token,
+        bearer,
+        login,
+    })
+}
+
+/// Waits for the `.eml` addressed to `email` in `mail_dir` and returns the token of its link.
+async fn activation_token(mail_dir: &Path, email: &str) -> anyhow::Result<String> {
+    let deadline = Instant::now() + MAIL_TIMEOUT;
+    loop {
+        if let Ok(entries) = std::fs::read_dir(mail_dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                // Dot files are messages still being written.
+                if name.starts_with('.') || !name.ends_with(".eml") {
+                    continue;
+                }
+                let Ok(text) = std::fs::read_to_string(entry.path()) else {
+                    continue;
+                };
+                if !text.contains(email) {
+                    continue;
+                }
+                if let Some(token) = link_token(&text) {
+                    return Ok(token);
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "no activation email for {email} in {} after {MAIL_TIMEOUT:?}",
+                mail_dir.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The value of the first `token=` in a message.
+fn link_token(text: &str) -> Option<String> {
+    let start = text.find("token=")? + "token=".len();
+    let token: String = text[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace() && !matches!(c, '"' | '\'' | '<' | '>' | '&'))
+        .collect();
+    (!token.is_empty()).then_some(token)
+}
+
+/// Drives `rpc` with `--concurrency` workers spread round-robin over `channels`.
+async fn drive(
+    rpc: Rpc,
+    args: &BenchArgs,
+    channels: &[Channel],
+    fixture: &Arc<Fixture>,
+    pid: Option<u32>,
+) -> anyhow::Result<Phase> {
+    let measure_start = Instant::now() + args.warmup;
+    let measure_end = measure_start + args.duration;
+    let workers: Vec<_> = (0..args.concurrency as usize)
+        .map(|index| {
+            let channel = channels[index % channels.len()].clone();
+            tokio::spawn(worker(
+                rpc,
+                channel,
+                fixture.clone(),
+                measure_start,
+                measure_end,
+            ))
+        })
+        .collect();
+    tokio::time::sleep_until(measure_start.into()).await;
+    let server_before = pid.and_then(cpu_time);
+    let client_before = cpu_time(std::process::id());
+    let actual_start = Instant::now();
+    tokio::time::sleep_until(measure_end.into()).await;
+    let server_after = pid.and_then(cpu_time);
+    let client_after = cpu_time(std::process::id());
+    let actual_window = actual_start.elapsed();
+
+    let mut histogram = new_histogram()?;
+    let mut errors = 0;
+    let mut first_error = None;
+    for handle in workers {
+        let tally = handle.await.context("a bench worker panicked")??;
+        histogram.add(&tally.histogram)?;
+        errors += tally.errors;
+        first_error = first_error.or(tally.first_error);
+    }
+    let delta = |before: Option<Duration>, after: Option<Duration>| {
+        // The CPU samples are taken when this task gets the thread, which may be late under load:
+        // scale to the nominal window.
+        let (before, after) = (before?, after?);
+        let scale = args.duration.as_secs_f64() / actual_window.as_secs_f64().max(1e-3);
+        Some(after.saturating_sub(before).mul_f64(scale))
+    };
+    Ok(Phase {
+        rpc,
+        histogram,
+        window: args.duration,
+        errors,
+        first_error,
+        server_cpu: delta(server_before, server_after),
+        client_cpu: delta(client_before, client_after),
+    })
+}
+
+/// Latencies in microseconds, up to a minute.
+fn new_histogram() -> anyhow::Result<Histogram<u64>> {
+    Ok(Histogram::new_with_bounds(1, 60_000_000, 3)?)
+}
+
+/// Calls `rpc` in a loop until `measure_end`, recording the calls that finish inside the window.
+async fn worker(
+    rpc: Rpc,
+    channel: Channel,
+    fixture: Arc<Fixture>,
+    measure_start: Instant,
+    measure_end: Instant,
+) -> anyhow::Result<Tally> {
+    let mut health = HealthClient::new(channel.clone());
+    let mut auth = AuthServiceClient::new(channel);
+    let mut tally = Tally {
+        histogram: new_histogram()?,
+        errors: 0,
+        first_error: None,
+    };
+    loop {
+        let started = Instant::now();
+        if started >= measure_end {
+            return Ok(tally);
+        }
+        let outcome = call(rpc, &mut health, &mut auth, &fixture).await;
+        let finished = Instant::now();
+        match outcome {
+            Ok(()) if finished >= measure_start && finished <= measure_end => {
+                let micros = u64::try_from((finished - started).as_micros()).unwrap_or(u64::MAX);
+                tally.histogram.saturating_record(micros.max(1));
+            }
+            Ok(()) => {}
+            Err(err) => {
+                tally.errors += 1;
+                tally.first_error.get_or_insert(err);
+            }
+        }
+    }
+}
+
+/// One call; an unexpected answer is an error too.
+async fn call(
+    rpc: Rpc,
+    health: &mut HealthClient<Channel>,
+    auth: &mut AuthServiceClient<Channel>,
+    fixture: &Fixture,
+) -> Result<(), String> {
+    let status = |err: tonic::Status| format!("{:?}: {}", err.code(), err.message());
+    match rpc {
+        Rpc::Health => {
+            let answer = health
+                .check(HealthCheckRequest::default())
+                .await
+                .map_err(status)?;
+            if answer.into_inner().status != ServingStatus::Serving as i32 {
+                return Err("not SERVING".into());
+            }
+        }
+        Rpc::ValidateToken => {
+            let answer = auth
+                .validate_token(pb::ValidateTokenRequest {
+                    token: fixture.access_token.clone(),
+                })
+                .await
+                .map_err(status)?;
+            if !answer.into_inner().valid {
+                return Err("the access token was reported invalid".into());
+            }
+        }
+        Rpc::WhoAmI => {
+            let mut request = Request::new(pb::WhoAmIRequest {});
+            request
+                .metadata_mut()
+                .insert("authorization", fixture.bearer.clone());
+            auth.who_am_i(request).await.map_err(status)?;
+        }
+        Rpc::Login => {
+            auth.login(fixture.login.clone()).await.map_err(status)?;
+        }
+    }
+    Ok(())
+}
+
+/// Verifications per second of a raw argon2id loop on `threads` threads with the server's
+/// parameters: the most Login can do on this machine.
+fn argon2_bound(
+    settings: Argon2Settings,
+    threads: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<f64> {
+    let params = argon2::Params::new(
+        settings.memory_kib,
+        settings.iterations,
+        settings.parallelism,
+        None,
+    )
+    .map_err(|err| anyhow!("argon2 parameters: {err}"))?;
+    let stored = hash_blocking(&params, PASSWORD)?;
+    let measure_start = Instant::now() + warmup;
+    let measure_end = measure_start + duration;
+    let counts = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = 0u64;
+                    while Instant::now() < measure_end {
+                        if !verify_blocking(&params, PASSWORD, &stored).matches {
+                            return Err(anyhow!("argon2 verification failed"));
+                        }
+                        let finished = Instant::now();
+                        if finished >= measure_start && finished <= measure_end {
+                            done += 1;
+                        }
+                    }
+                    Ok(done)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .map_err(|_| anyhow!("an argon2 thread panicked"))?
+            })
+            .collect::<anyhow::Result<Vec<u64>>>()
+    })?;
+    Ok(counts.iter().sum::<u64>() as f64 / duration.as_secs_f64())
+}
+
+/// A `kB` line of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in KiB.
+fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|value| value.parse().ok())
+}
+
+/// User plus system CPU time of a process, from `/proc/<pid>/stat`.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name start at field 3 (state); utime and stime are
+    // fields 14 and 15.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_secs_f64(
+        (user + system) as f64 / TICKS_PER_SECOND,
+    ))
+}
+
+/// Everything the report prints.
+struct Report<'a> {
+    args: &'a BenchArgs,
+    target: &'a Target,
+    starts: &'a [(String, Duration)],
+    memory: &'a Memory,
+    phases: &'a [Phase],
+    argon2: Argon2Settings,
+    threads: usize,
+    bound: f64,
+}
+
+/// Met, missed, or not measured in this run.
+fn verdict(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "PASS",
+        Some(false) => "MISS",
+        None => "n/a ",
+    }
+}
+
+fn megabytes(kib: Option<u64>) -> String {
+    kib.map_or_else(
+        || "n/a".to_owned(),
+        |kib| format!("{:.1} MB", kib as f64 * 1024.0 / 1e6),
+    )
+}
+
+impl Report<'_> {
+    fn phase(&self, rpc: Rpc) -> Option<&Phase> {
+        self.phases.iter().find(|phase| phase.rpc == rpc)
+    }
+
+    fn ratio_to_health(&self, rpc: Rpc) -> Option<f64> {
+        let base = self.phase(Rpc::Health)?.rate();
+        (base > 0.0).then(|| self.phase(rpc).map(|phase| phase.rate() / base))?
+    }
+
+    fn login_ratio(&self) -> Option<f64> {
+        let login = self.phase(Rpc::Login)?.rate();
+        (self.bound > 0.0).then_some(login / self.bound)
+    }
+
+    fn render(&self) -> String {
+        let mut out = String::new();
+        let args = self.args;
+        let cores = std::thread::available_parallelism().map_or(0, usize::from);
+        let client = if args.client_threads == 1 {
+            "current-thread runtime".to_owned()
+        } else {
+            format!("{}-thread runtime", args.client_threads)
+        };
+        let _ = writeln!(out, "roster bench");
+        let _ = writeln!(out, "  server:   {}", self.target.description);
+        let _ = writeln!(
+            out,
+            "  load:     {} calls in flight over {} HTTP/2 connections, {:?} per RPC after {:?} \
+             warm-up; client on a {client}; {cores} cores shared by client and server",
+            args.concurrency, args.connections, args.duration, args.warmup
+        );
+        let _ = writeln!(out);
+        for (label, took) in self.starts {
+            let _ = writeln!(out, "{label:<40} {:>8.1} ms", took.as_secs_f64() * 1000.0);
+        }
+        let _ = writeln!(
+            out,
+            "{:<40} {:>11}",
+            "resident memory, idle",
+            megabytes(self.memory.idle)
+        );
+        let _ = writeln!(
+            out,
+            "{:<40} {:>11}",
+            "resident memory, after setup",
+            megabytes(self.memory.after_setup)
+        );
+        let _ = writeln!(
+            out,
+            "{:<40} {:>11}",
+            "resident memory, after load",
+            megabytes(self.memory.after_load)
+        );
+        let _ = writeln!(
+            out,
+            "{:<40} {:>11}",
+            "resident memory, peak (VmHWM)",
+            megabytes(self.memory.peak)
+        );
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{:<36} {:>8} {:>9} {:>8} {:>8} {:>9} {:>11} {:>11} {:>6}",
+            "RPC",
+            "calls",
+            "calls/s",
+            "p50 ms",
+            "p99 ms",
+            "vs Health",
+            "server us/c",
+            "client us/c",
+            "errors"
+        );
+        for phase in self.phases {
+            let per_call = |cpu: Option<Duration>| {
+                cpu.filter(|_| phase.calls() > 0).map_or_else(
+                    || "n/a".to_owned(),
+                    |cpu| format!("{:.0}", cpu.as_secs_f64() * 1e6 / phase.calls() as f64),
+                )
+            };
+            let ratio = self.ratio_to_health(phase.rpc).map_or_else(
+                || "n/a".to_owned(),
+                |ratio| format!("{:.1}%", ratio * 100.0),
+            );
+            let _ = writeln!(
+                out,
+                "{:<36} {:>8} {:>9.1} {:>8.2} {:>8.2} {:>9} {:>11} {:>11} {:>6}",
+                phase.rpc.name(),
+                phase.calls(),
+                phase.rate(),
+                phase.quantile_ms(0.5),
+                phase.quantile_ms(0.99),
+                ratio,
+                per_call(phase.server_cpu),
+                per_call(phase.client_cpu),
+                phase.errors
+            );
+        }
+        for phase in self.phases {
+            if let Some(err) = &phase.first_error {
+                let _ = writeln!(out, "  first error of {}: {err}", phase.rpc.name());
+            }
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "raw argon2id bound (m={} KiB, t={}, p={}, {} threads): {:.1} verifications/s; \
+             Login = {}",
+            self.argon2.memory_kib,
+            self.argon2.iterations,
+            self.argon2.parallelism,
+            self.threads,
+            self.bound,
+            self.login_ratio()
+                .map_or_else(|| "n/a".to_owned(), |r| format!("{:.1}%", r * 100.0))
+        );
+        let _ = writeln!(out);
+        let _ = writeln!(out, "targets:");
+        let percent = |ratio: Option<f64>| {
+            ratio.map_or_else(|| "n/a".to_owned(), |r| format!("{:.1}%", r * 100.0))
+        };
+        let validate = self.ratio_to_health(Rpc::ValidateToken);
+        let who = self.ratio_to_health(Rpc::WhoAmI);
+        let login = self.login_ratio();
+        let existing = self
+            .starts
+            .iter()
+            .find(|(label, _)| label.contains("existing"))
+            .map(|(_, took)| *took);
+        let lines = [
+            (
+                validate.map(|r| r >= 0.70),
+                "ValidateToken >= 70% of Health/Check throughput".to_owned(),
+                percent(validate),
+            ),
+            (
+                who.map(|r| r >= 0.50),
+                "WhoAmI >= 50% of Health/Check throughput".to_owned(),
+                percent(who),
+            ),
+            (
+                login.map(|r| r >= 0.90),
+                "Login >= 90% of the raw argon2 bound".to_owned(),
+                percent(login),
+            ),
+            (
+                self.memory
+                    .idle
+                    .map(|kib| (kib as f64 * 1024.0 / 1e6) < 50.0),
+                "idle resident memory < 50 MB".to_owned(),
+                megabytes(self.memory.idle),
+            ),
+            (
+                existing.map(|took| took < Duration::from_secs(1)),
+                "start to SERVING < 1 s on an existing database".to_owned(),
+                existing.map_or_else(
+                    || "n/a".to_owned(),
+                    |took| format!("{:.1} ms", took.as_secs_f64() * 1000.0),
+                ),
+            ),
+        ];
+        for (met, target, value) in lines {
+            let _ = writeln!(out, "  {}  {target:<48} {value}", verdict(met));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_is_read_from_the_activation_link() {
+        let mail = "Subject: Activate\r\n\r\nActivate my account: \
+                    http://localhost:8080/activate?token=abc-DEF_123\r\n\r\nThe link is valid.";
+        assert_eq!(link_token(mail).as_deref(), Some("abc-DEF_123"));
+        assert_eq!(link_token("no link here"), None);
+    }
+
+    #[test]
+    fn process_figures_of_this_process_are_readable() {
+        assert!(proc_status_kib(std::process::id(), "VmRSS").is_some_and(|kib| kib > 0));
+        assert!(cpu_time(std::process::id()).is_some());
+    }
+}

@@ -34,6 +34,8 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Drive load at a server (started here unless --addr) and print throughput, latency and memory.
+    Bench(roster::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +48,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    if let Some(Command::Bench(args)) = &cli.command {
+        return roster::bench::run(args);
     }
     let settings = match Settings::try_from(cli.settings) {
         Ok(settings) => settings,

@@ -69,8 +69,10 @@ pub async fn build_app(
     for (session, at) in store::sessions::revoked_since(store.db(), now - access_ttl).await? {
         revocations.revoke_session(session, at);
     }
-    for (user, at) in store::users::tokens_revoked_since(store.db(), now - access_ttl).await? {
-        revocations.revoke_user(user, at);
+    for (user, generation, at) in
+        store::users::tokens_revoked_since(store.db(), now - access_ttl).await?
+    {
+        revocations.revoke_user(user, generation, at);
     }
     Ok(App {
         tokens: TokenIssuer::new(key, access_ttl, revocations)?,

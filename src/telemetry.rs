@@ -26,7 +26,10 @@ impl Drop for TelemetryGuard {
 pub fn init(filter: &str, format: LogFormat) -> anyhow::Result<TelemetryGuard> {
     let filter = EnvFilter::try_new(filter)?;
     let fmt = match format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_target(false).boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)

@@ -3,7 +3,9 @@
 use chrono::{DateTime, Utc};
 
 use super::pb;
-use crate::model::{Principal, Tenant, User, UserStatus};
+use crate::model::{
+    AutoDial, DialerProfile, PbxExtension, Principal, SipSettings, Tenant, User, UserStatus,
+};
 
 /// A protobuf timestamp.
 pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
@@ -39,7 +41,87 @@ impl From<User> for pb::User {
             created_at: Some(timestamp(user.created_at)),
             last_login_at: user.last_login_at.map(timestamp),
             password_change_required: user.password_change_required,
+            dialer_profile: user.dialer_profile.map(|profile| {
+                dialer_profile(profile, user.caldav_token_set, user.pbx_password_set)
+            }),
+            updated_at: Some(timestamp(user.updated_at)),
         }
+    }
+}
+
+impl From<AutoDial> for pb::AutoDialMode {
+    fn from(mode: AutoDial) -> Self {
+        match mode {
+            AutoDial::Off => Self::Off,
+            AutoDial::Optional => Self::Optional,
+            AutoDial::Always => Self::Always,
+        }
+    }
+}
+
+/// The profile as returned: secrets are reported only as "set".
+fn dialer_profile(
+    profile: DialerProfile,
+    caldav_token_set: bool,
+    pbx_password_set: bool,
+) -> pb::DialerProfile {
+    use pb::{pbx::Extension, sip_settings::Option as Sip};
+    let sip = match profile.sip {
+        SipSettings::None => None,
+        SipSettings::CustomUri(uri) => Some(Sip::CustomUri(pb::CustomSipUri {
+            uri: uri.as_str().to_owned(),
+        })),
+        SipSettings::WebRtc => Some(Sip::Webrtc(pb::WebRtc {})),
+        SipSettings::Pbx {
+            username,
+            extension,
+        } => Some(Sip::Pbx(pb::Pbx {
+            username: username.unwrap_or_default(),
+            password: String::new(),
+            password_set: pbx_password_set,
+            extension: extension.map(|extension| match extension {
+                PbxExtension::Number(number) => Extension::Number(number.as_str().to_owned()),
+                PbxExtension::Dynamic => Extension::Dynamic(true),
+            }),
+        })),
+    };
+    pb::DialerProfile {
+        oauth_email: profile
+            .oauth_email
+            .map(|e| e.as_str().to_owned())
+            .unwrap_or_default(),
+        caldav_token: String::new(),
+        caldav_token_set,
+        active: profile.active,
+        assign_leads: profile.assign_leads,
+        extended_ip_acl: profile.extended_ip_acl,
+        allowed_networks: profile
+            .allowed_networks
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        auto_dial: pb::AutoDialMode::from(profile.auto_dial) as i32,
+        caller_id_name: profile.caller_id_name.unwrap_or_default(),
+        caller_id_number: profile
+            .caller_id_number
+            .map(|n| n.as_str().to_owned())
+            .unwrap_or_default(),
+        virtual_extension: profile
+            .virtual_extension
+            .map(|e| e.as_str().to_owned())
+            .unwrap_or_default(),
+        timezone: profile
+            .timezone
+            .map(|tz| tz.as_str().to_owned())
+            .unwrap_or_default(),
+        language: profile
+            .language
+            .map(|l| l.as_str().to_owned())
+            .unwrap_or_default(),
+        tenant_superuser: profile.tenant_superuser,
+        sip: sip.map(|option| pb::SipSettings {
+            option: Some(option),
+        }),
     }
 }
 

@@ -103,10 +103,22 @@ impl App {
             roles: Vec::new(),
             is_owner: true,
             password_change_required: false,
+            dialer_profile: None,
+            caldav_token_set: false,
+            pbx_password_set: false,
             created_at: now,
+            updated_at: now,
             last_login_at: None,
         };
-        store::users::insert(&tx, &user, Some(password_hash)).await?;
+        store::users::insert(
+            &tx,
+            &store::users::NewUser {
+                user: user.clone(),
+                password_hash: Some(password_hash),
+                secrets: Default::default(),
+            },
+        )
+        .await?;
         store::tenants::set_owner(&tx, tenant.id, user.id).await?;
         let tenant = Tenant {
             owner_user_id: Some(user.id),
@@ -235,8 +247,14 @@ impl App {
                 .await?;
         }
         if credentials.user.status == UserStatus::PendingConfirmation {
-            store::users::set_status(&tx, found.tenant_id, found.user_id, UserStatus::Active, now)
-                .await?;
+            store::users::set_status(
+                &tx,
+                found.tenant_id,
+                &[found.user_id],
+                UserStatus::Active,
+                now,
+            )
+            .await?;
         }
         self.record(
             &tx,
@@ -274,6 +292,7 @@ impl App {
         let Some(credentials) = found else {
             return Err(invalid_credentials());
         };
+        let generation = credentials.token_generation;
         let user = credentials.user;
         if !verification.matches {
             self.record(
@@ -323,7 +342,7 @@ impl App {
             .await?;
         }
         store::users::set_last_login(&tx, user.tenant_id, user.id, now).await?;
-        let tokens = self.open_session(&tx, &user, client).await?;
+        let tokens = self.open_session(&tx, &user, generation, client).await?;
         self.record(
             &tx,
             NewActivity::on_user(user.tenant_id, Some(user.id), "auth.login", user.id, client)
@@ -344,6 +363,7 @@ impl App {
         &self,
         tx: &store::Tx,
         user: &User,
+        generation: i64,
         client: &ClientInfo,
     ) -> Result<SessionTokens> {
         let now = self.clock.now();
@@ -363,7 +383,7 @@ impl App {
         };
         store::sessions::insert(tx, &record).await?;
         let (access_token, access_token_expires_at) =
-            self.tokens.issue(&grant(user, session_id), now);
+            self.tokens.issue(&grant(user, session_id, generation), now);
         Ok(SessionTokens {
             access_token,
             access_token_expires_at,
@@ -403,10 +423,12 @@ impl App {
             }
             return Err(invalid_refresh());
         }
-        let user = store::users::get(db, session.tenant_id, session.user_id)
+        let credentials = store::users::get_credentials(db, session.tenant_id, session.user_id)
             .await?
-            .filter(|user| user.status == UserStatus::Active)
+            .filter(|found| found.user.status == UserStatus::Active)
             .ok_or_else(invalid_refresh)?;
+        let generation = credentials.token_generation;
+        let user = credentials.user;
         let new_token = tokens::refresh_token(session_id);
         let tx = self.store.begin().await?;
         if !store::sessions::rotate(
@@ -437,8 +459,9 @@ impl App {
         )
         .await?;
         store::commit(tx).await?;
-        let (access_token, access_token_expires_at) =
-            self.tokens.issue(&grant(&user, session_id), now);
+        let (access_token, access_token_expires_at) = self
+            .tokens
+            .issue(&grant(&user, session_id, generation), now);
         Ok(SessionTokens {
             access_token,
             access_token_expires_at,
@@ -602,7 +625,7 @@ impl App {
     }
 }
 
-fn grant(user: &User, session_id: SessionId) -> Grant {
+fn grant(user: &User, session_id: SessionId, token_generation: i64) -> Grant {
     Grant {
         tenant_id: user.tenant_id,
         user_id: user.id,
@@ -610,5 +633,6 @@ fn grant(user: &User, session_id: SessionId) -> Grant {
         roles: user.roles.clone(),
         is_owner: user.is_owner,
         password_change_required: user.password_change_required,
+        token_generation,
     }
 }

@@ -27,6 +27,8 @@ struct Claims {
     s: Uuid,
     r: Vec<String>,
     o: bool,
+    /// The user's token generation at issue; bumping it revokes every older token.
+    g: i64,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pcr: bool,
     iat: i64,
@@ -38,8 +40,8 @@ struct Claims {
 #[derive(Debug, Default)]
 pub struct Revocations {
     sessions: RwLock<HashMap<SessionId, DateTime<Utc>>>,
-    /// Tokens of a user issued at or before the instant are refused.
-    users: RwLock<HashMap<UserId, DateTime<Utc>>>,
+    /// Tokens of a user with an older generation are refused; the instant is for pruning.
+    users: RwLock<HashMap<UserId, (i64, DateTime<Utc>)>>,
 }
 
 impl Revocations {
@@ -50,15 +52,26 @@ impl Revocations {
         }
     }
 
-    /// Refuses every token of a user issued up to `at`.
-    pub fn revoke_user(&self, user: UserId, at: DateTime<Utc>) {
+    /// Refuses every token of a user whose generation is below `generation` (revoked at `at`).
+    pub fn revoke_user(&self, user: UserId, generation: i64, at: DateTime<Utc>) {
+        self.revoke_users([(user, generation)], at);
+    }
+
+    /// [`Revocations::revoke_user`] for many users under one lock.
+    pub fn revoke_users(
+        &self,
+        revoked: impl IntoIterator<Item = (UserId, i64)>,
+        at: DateTime<Utc>,
+    ) {
         if let Ok(mut users) = self.users.write() {
-            let entry = users.entry(user).or_insert(at);
-            *entry = (*entry).max(at);
+            for (user, generation) in revoked {
+                let entry = users.entry(user).or_insert((generation, at));
+                *entry = (entry.0.max(generation), entry.1.max(at));
+            }
         }
     }
 
-    fn refuses(&self, session: SessionId, user: UserId, issued_at: DateTime<Utc>) -> bool {
+    fn refuses(&self, session: SessionId, user: UserId, generation: i64) -> bool {
         let session_revoked = self
             .sessions
             .read()
@@ -67,7 +80,11 @@ impl Revocations {
         let user_revoked = self
             .users
             .read()
-            .map(|users| users.get(&user).is_some_and(|at| issued_at <= *at))
+            .map(|users| {
+                users
+                    .get(&user)
+                    .is_some_and(|(minimum, _)| generation < *minimum)
+            })
             .unwrap_or(true);
         session_revoked || user_revoked
     }
@@ -78,7 +95,7 @@ impl Revocations {
             sessions.retain(|_, at| *at > older_than);
         }
         if let Ok(mut users) = self.users.write() {
-            users.retain(|_, at| *at > older_than);
+            users.retain(|_, (_, at)| *at > older_than);
         }
     }
 }
@@ -108,6 +125,8 @@ pub struct Grant {
     pub roles: Vec<String>,
     pub is_owner: bool,
     pub password_change_required: bool,
+    /// The user's current token generation.
+    pub token_generation: i64,
 }
 
 type HmacSha256 = Hmac<Sha256>;
@@ -150,6 +169,7 @@ impl TokenIssuer {
             s: grant.session_id.0,
             r: grant.roles.clone(),
             o: grant.is_owner,
+            g: grant.token_generation,
             pcr: grant.password_change_required,
             iat: now.timestamp_millis(),
             exp: expires_at.timestamp_millis(),
@@ -200,7 +220,7 @@ impl TokenIssuer {
         };
         if self
             .revocations
-            .refuses(principal.session_id, principal.user_id, issued_at)
+            .refuses(principal.session_id, principal.user_id, claims.g)
         {
             return Err(Error::unauthenticated(
                 "SESSION_REVOKED",
@@ -262,6 +282,7 @@ mod tests {
             roles: vec!["ADMIN".into()],
             is_owner: false,
             password_change_required: false,
+            token_generation: 3,
         }
     }
 
@@ -297,13 +318,19 @@ mod tests {
     }
 
     #[test]
-    fn user_revocation_spares_tokens_issued_later() {
+    fn user_revocation_spares_tokens_of_the_next_generation() {
         let issuer = issuer();
         let now = Utc::now();
         let grant = grant();
         let (old, _) = issuer.issue(&grant, now);
-        issuer.revocations().revoke_user(grant.user_id, now);
-        let (new, _) = issuer.issue(&grant, now + Duration::milliseconds(1));
+        issuer.revocations().revoke_user(grant.user_id, 4, now);
+        let (new, _) = issuer.issue(
+            &Grant {
+                token_generation: 4,
+                ..grant
+            },
+            now,
+        );
         assert!(issuer.verify(&old, now).is_err());
         assert!(issuer.verify(&new, now).is_ok());
     }

@@ -126,6 +126,28 @@ impl BuiltinRole {
     }
 }
 
+/// Parses role keys sent in `field`: known keys, upper-cased, sorted, without duplicates.
+pub fn parse_roles(field: &str, keys: &[String]) -> super::Result<Vec<String>> {
+    let mut roles = Vec::with_capacity(keys.len());
+    for key in keys {
+        let key = key.trim();
+        match BuiltinRole::from_key(key) {
+            Some(role) => roles.push(role.key().to_owned()),
+            None => {
+                return Err(super::Error::invalid(
+                    field,
+                    format!(
+                        "unknown role {key:?} (known: ADMIN, REPORTS, TECH_CONFIG, FINANCE, ORDERS)"
+                    ),
+                ));
+            }
+        }
+    }
+    roles.sort();
+    roles.dedup();
+    Ok(roles)
+}
+
 /// The effective permissions of a user with `roles`, sorted and without duplicates.
 pub fn permissions_of(roles: &[String], is_owner: bool) -> Vec<Permission> {
     let mut permissions: Vec<Permission> = if is_owner {

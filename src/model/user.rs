@@ -1,6 +1,8 @@
 use chrono::{DateTime, Utc};
 
-use super::{Email, Error, PersonName, Result, TenantId, UserId, Username};
+use super::{
+    BuiltinRole, DialerProfile, Email, Error, PersonName, Result, TenantId, UserId, Username,
+};
 
 /// Lifecycle state of a user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -54,6 +56,78 @@ pub struct User {
     pub roles: Vec<String>,
     pub is_owner: bool,
     pub password_change_required: bool,
+    /// Dialer settings, for Dialer users.
+    pub dialer_profile: Option<DialerProfile>,
+    /// Whether a CalDAV token is stored (the token itself is never read back).
+    pub caldav_token_set: bool,
+    /// Whether a PBX password is stored.
+    pub pbx_password_set: bool,
     pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
     pub last_login_at: Option<DateTime<Utc>>,
+}
+
+impl User {
+    /// Whether the user holds the Admin role.
+    pub fn is_admin(&self) -> bool {
+        self.roles
+            .iter()
+            .any(|role| role == BuiltinRole::Admin.key())
+    }
+
+    /// Whether the user is a Dialer tenant superuser.
+    pub fn is_tenant_superuser(&self) -> bool {
+        self.dialer_profile
+            .as_ref()
+            .is_some_and(|profile| profile.tenant_superuser)
+    }
+}
+
+/// How a text query matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum MatchMode {
+    #[default]
+    Contains,
+    Prefix,
+    Exact,
+}
+
+/// Which users a list or a mass action applies to; empty parts do not filter.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
+pub struct UserFilter {
+    /// Lower-cased text matched against names, email and username.
+    pub query: Option<String>,
+    pub match_mode: MatchMode,
+    pub statuses: Vec<UserStatus>,
+    /// Users holding any of these roles.
+    pub roles: Vec<String>,
+    /// Only these users (a list restricted to the caller, or an explicit selection).
+    pub ids: Option<Vec<UserId>>,
+}
+
+/// Sort orders of user lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum UserOrder {
+    #[default]
+    Created,
+    Email,
+    Username,
+    LastName,
+}
+
+/// Where a keyset page starts: after the row with this sort value and id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserCursor {
+    pub value: String,
+    pub id: UserId,
+}
+
+/// A page request over users.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserPageRequest {
+    pub filter: UserFilter,
+    pub order: UserOrder,
+    pub descending: bool,
+    pub page_size: u64,
+    pub after: Option<UserCursor>,
 }

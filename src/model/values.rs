@@ -5,7 +5,8 @@ use std::fmt;
 use super::{Error, Result, Secret};
 
 /// An email address, trimmed and lower-cased (unique per account in that form).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Email(String);
 
 impl Email {

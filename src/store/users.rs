@@ -1,8 +1,12 @@
-//! Users and their account roles.
+//! Users, their account roles and their Dialer profiles.
+
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, sea_query::Expr,
+    ActiveValue::Set,
+    ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::{Expr, ExprTrait, Func, LikeExpr, Query},
 };
 
 use super::{
@@ -10,17 +14,38 @@ use super::{
     entity::{tenant, user, user_role},
 };
 use crate::model::{
-    Email, Login, PersonName, Result, TenantId, User, UserId, UserStatus, Username,
+    DialerProfile, Email, Error, Login, MatchMode, PersonName, ProfileSecrets, Result, TenantId,
+    User, UserCursor, UserFilter, UserId, UserOrder, UserPageRequest, UserStatus, Username,
 };
 
-/// A user together with their password hash, for the few flows that verify it.
+/// Largest number of ids bound in one statement (well under SQLite's 32,766 parameters).
+pub const CHUNK: usize = 5_000;
+
+/// A user together with what only authentication flows may see.
 #[derive(Debug, Clone)]
 pub struct Credentials {
     pub user: User,
     pub password_hash: Option<String>,
+    /// Bumped to revoke every access token of the user.
+    pub token_generation: i64,
+}
+
+/// A user to insert, with their secrets.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub user: User,
+    pub password_hash: Option<String>,
+    pub secrets: ProfileSecrets,
 }
 
 fn to_model(row: user::Model, roles: Vec<String>, owner: Option<UserId>) -> Result<Credentials> {
+    let dialer_profile = match row.dialer_profile.as_deref() {
+        Some(json) => Some(
+            serde_json::from_str::<DialerProfile>(json)
+                .map_err(|err| Error::internal(format!("stored dialer profile: {err}")))?,
+        ),
+        None => None,
+    };
     let user = User {
         id: UserId(row.id),
         tenant_id: TenantId(row.tenant_id),
@@ -32,25 +57,40 @@ fn to_model(row: user::Model, roles: Vec<String>, owner: Option<UserId>) -> Resu
         roles,
         is_owner: owner == Some(UserId(row.id)),
         password_change_required: row.password_change_required,
+        dialer_profile,
+        caldav_token_set: row.caldav_token.is_some(),
+        pbx_password_set: row.pbx_password.is_some(),
         created_at: row.created_at,
+        updated_at: row.updated_at,
         last_login_at: row.last_login_at,
     };
     Ok(Credentials {
         user,
         password_hash: row.password_hash,
+        token_generation: row.token_generation,
     })
 }
 
-async fn roles_of(db: &impl Conn, tenant_id: TenantId, user_id: UserId) -> Result<Vec<String>> {
-    let mut roles: Vec<String> = user_role::Entity::find()
-        .filter(user_role::Column::TenantId.eq(tenant_id.0))
-        .filter(user_role::Column::UserId.eq(user_id.0))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|row| row.role)
-        .collect();
-    roles.sort();
+/// Roles of many users of one account, in one query per chunk.
+async fn roles_of_many(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    ids: &[uuid::Uuid],
+) -> Result<HashMap<uuid::Uuid, Vec<String>>> {
+    let mut roles: HashMap<uuid::Uuid, Vec<String>> = HashMap::new();
+    for chunk in ids.chunks(CHUNK) {
+        let rows = user_role::Entity::find()
+            .filter(user_role::Column::TenantId.eq(tenant_id.0))
+            .filter(user_role::Column::UserId.is_in(chunk.iter().copied()))
+            .all(db)
+            .await?;
+        for row in rows {
+            roles.entry(row.user_id).or_default().push(row.role);
+        }
+    }
+    for list in roles.values_mut() {
+        list.sort();
+    }
     Ok(roles)
 }
 
@@ -62,16 +102,37 @@ async fn owner_of(db: &impl Conn, tenant_id: TenantId) -> Result<Option<UserId>>
         .map(UserId))
 }
 
-async fn complete(db: &impl Conn, row: user::Model) -> Result<Credentials> {
-    let tenant_id = TenantId(row.tenant_id);
-    let roles = roles_of(db, tenant_id, UserId(row.id)).await?;
+/// Turns rows of one account into users, with two more queries whatever the number of rows.
+async fn complete_many(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    rows: Vec<user::Model>,
+) -> Result<Vec<Credentials>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<uuid::Uuid> = rows.iter().map(|row| row.id).collect();
+    let mut roles = roles_of_many(db, tenant_id, &ids).await?;
     let owner = owner_of(db, tenant_id).await?;
-    to_model(row, roles, owner)
+    rows.into_iter()
+        .map(|row| {
+            let user_roles = roles.remove(&row.id).unwrap_or_default();
+            to_model(row, user_roles, owner)
+        })
+        .collect()
 }
 
-/// Inserts a user and their roles.
-pub async fn insert(db: &impl Conn, user: &User, password_hash: Option<String>) -> Result<()> {
-    user::Entity::insert(user::ActiveModel {
+fn profile_json(user: &User) -> Result<Option<String>> {
+    user.dialer_profile
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(Error::internal)
+}
+
+fn active_model(new: &NewUser) -> Result<user::ActiveModel> {
+    let user = &new.user;
+    Ok(user::ActiveModel {
         id: Set(user.id.0),
         tenant_id: Set(user.tenant_id.0),
         email: Set(user.email.as_str().to_owned()),
@@ -79,16 +140,64 @@ pub async fn insert(db: &impl Conn, user: &User, password_hash: Option<String>) 
         first_name: Set(user.first_name.as_str().to_owned()),
         last_name: Set(user.last_name.as_str().to_owned()),
         status: Set(user.status.as_str().to_owned()),
-        password_hash: Set(password_hash),
+        password_hash: Set(new.password_hash.clone()),
         password_change_required: Set(user.password_change_required),
         tokens_valid_after: Set(None),
         created_at: Set(user.created_at),
-        updated_at: Set(user.created_at),
+        updated_at: Set(user.updated_at),
         last_login_at: Set(user.last_login_at),
+        dialer_profile: Set(profile_json(user)?),
+        caldav_token: Set(new
+            .secrets
+            .caldav_token
+            .as_ref()
+            .map(|s| s.expose().to_owned())),
+        pbx_password: Set(new
+            .secrets
+            .pbx_password
+            .as_ref()
+            .map(|s| s.expose().to_owned())),
+        token_generation: Set(0),
     })
-    .exec_without_returning(db)
-    .await?;
+}
+
+/// Inserts a user and their roles.
+pub async fn insert(db: &impl Conn, new: &NewUser) -> Result<()> {
+    user::Entity::insert(active_model(new)?)
+        .exec_without_returning(db)
+        .await?;
+    let user = &new.user;
     set_roles(db, user.tenant_id, user.id, &user.roles).await
+}
+
+/// Inserts many users of one account with multi-row statements (an import).
+pub async fn insert_many(db: &impl Conn, tenant_id: TenantId, users: &[NewUser]) -> Result<()> {
+    // 17 columns a row: 1,000 rows stay far below every bind-parameter limit.
+    for chunk in users.chunks(1_000) {
+        let rows = chunk.iter().map(active_model).collect::<Result<Vec<_>>>()?;
+        user::Entity::insert_many(rows)
+            .exec_without_returning(db)
+            .await?;
+        let roles: Vec<user_role::ActiveModel> = chunk
+            .iter()
+            .flat_map(|new| {
+                new.user
+                    .roles
+                    .iter()
+                    .map(move |role| user_role::ActiveModel {
+                        tenant_id: Set(tenant_id.0),
+                        user_id: Set(new.user.id.0),
+                        role: Set(role.clone()),
+                    })
+            })
+            .collect();
+        for roles in roles.chunks(5_000) {
+            user_role::Entity::insert_many(roles.to_vec())
+                .exec_without_returning(db)
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// Replaces a user's account roles.
@@ -116,6 +225,63 @@ pub async fn set_roles(
     Ok(())
 }
 
+/// Adds `roles` to many users (set-based, one statement per chunk and role).
+pub async fn add_roles(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    ids: &[UserId],
+    roles: &[String],
+) -> Result<()> {
+    for role in roles {
+        for chunk in ids.chunks(CHUNK) {
+            let have: HashSet<uuid::Uuid> = user_role::Entity::find()
+                .select_only()
+                .column(user_role::Column::UserId)
+                .filter(user_role::Column::TenantId.eq(tenant_id.0))
+                .filter(user_role::Column::Role.eq(role.as_str()))
+                .filter(user_role::Column::UserId.is_in(chunk.iter().map(|id| id.0)))
+                .into_tuple()
+                .all(db)
+                .await?
+                .into_iter()
+                .collect();
+            let missing: Vec<user_role::ActiveModel> = chunk
+                .iter()
+                .filter(|id| !have.contains(&id.0))
+                .map(|id| user_role::ActiveModel {
+                    tenant_id: Set(tenant_id.0),
+                    user_id: Set(id.0),
+                    role: Set(role.clone()),
+                })
+                .collect();
+            if !missing.is_empty() {
+                user_role::Entity::insert_many(missing)
+                    .exec_without_returning(db)
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes `roles` from many users.
+pub async fn remove_roles(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    ids: &[UserId],
+    roles: &[String],
+) -> Result<()> {
+    for chunk in ids.chunks(CHUNK) {
+        user_role::Entity::delete_many()
+            .filter(user_role::Column::TenantId.eq(tenant_id.0))
+            .filter(user_role::Column::UserId.is_in(chunk.iter().map(|id| id.0)))
+            .filter(user_role::Column::Role.is_in(roles.iter().cloned()))
+            .exec(db)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Loads a user of the account.
 pub async fn get(db: &impl Conn, tenant_id: TenantId, user_id: UserId) -> Result<Option<User>> {
     Ok(get_credentials(db, tenant_id, user_id)
@@ -135,7 +301,7 @@ pub async fn get_credentials(
         .one(db)
         .await?;
     match row {
-        Some(row) => Ok(Some(complete(db, row).await?)),
+        Some(row) => Ok(complete_many(db, tenant_id, vec![row]).await?.pop()),
         None => Ok(None),
     }
 }
@@ -146,7 +312,7 @@ pub async fn find_by_login(
     tenant_id: TenantId,
     login: &Login,
 ) -> Result<Option<Credentials>> {
-    let rows = user::Entity::find()
+    let mut rows = user::Entity::find()
         .filter(user::Column::TenantId.eq(tenant_id.0))
         .filter(
             Condition::any()
@@ -159,29 +325,282 @@ pub async fn find_by_login(
     let chosen = rows
         .iter()
         .position(|row| row.email == login.as_str())
-        .or(if rows.is_empty() { None } else { Some(0) });
-    match chosen {
-        Some(index) => Ok(Some(complete(db, rows[index].clone()).await?)),
-        None => Ok(None),
+        .unwrap_or(0);
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let row = rows.swap_remove(chosen);
+    Ok(complete_many(db, tenant_id, vec![row]).await?.pop())
+}
+
+fn escape_like(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+/// The SQL condition of a filter, tenant first.
+fn filter_condition(tenant_id: TenantId, filter: &UserFilter) -> Condition {
+    let mut condition = Condition::all().add(user::Column::TenantId.eq(tenant_id.0));
+    if let Some(query) = filter.query.as_deref().filter(|q| !q.is_empty()) {
+        let pattern = match filter.match_mode {
+            MatchMode::Contains => format!("%{}%", escape_like(query)),
+            MatchMode::Prefix => format!("{}%", escape_like(query)),
+            MatchMode::Exact => escape_like(query),
+        };
+        let mut any = Condition::any();
+        for column in [
+            user::Column::FirstName,
+            user::Column::LastName,
+            user::Column::Email,
+            user::Column::Username,
+        ] {
+            any = any.add(
+                Expr::expr(Func::lower(Expr::col(column)))
+                    .like(LikeExpr::new(pattern.clone()).escape('\\')),
+            );
+        }
+        condition = condition.add(any);
+    }
+    if !filter.statuses.is_empty() {
+        condition =
+            condition.add(user::Column::Status.is_in(filter.statuses.iter().map(|s| s.as_str())));
+    }
+    if !filter.roles.is_empty() {
+        let holders = Query::select()
+            .column(user_role::Column::UserId)
+            .from(user_role::Entity)
+            .and_where(user_role::Column::TenantId.eq(tenant_id.0))
+            .and_where(user_role::Column::Role.is_in(filter.roles.iter().cloned()))
+            .to_owned();
+        condition = condition.add(user::Column::Id.in_subquery(holders));
+    }
+    if let Some(ids) = &filter.ids {
+        condition = condition.add(user::Column::Id.is_in(ids.iter().map(|id| id.0)));
+    }
+    condition
+}
+
+fn order_column(order: UserOrder) -> Option<user::Column> {
+    match order {
+        UserOrder::Created => None,
+        UserOrder::Email => Some(user::Column::Email),
+        UserOrder::Username => Some(user::Column::Username),
+        UserOrder::LastName => Some(user::Column::LastName),
     }
 }
 
-/// Sets a user's status.
-pub async fn set_status(
+/// The sort value of a user under `order`, for cursors.
+pub fn sort_value(user: &User, order: UserOrder) -> String {
+    match order {
+        UserOrder::Created => String::new(),
+        UserOrder::Email => user.email.as_str().to_owned(),
+        UserOrder::Username => user.username.as_str().to_owned(),
+        UserOrder::LastName => user.last_name.as_str().to_owned(),
+    }
+}
+
+/// One keyset page of users, plus whether more follow.
+pub async fn list(
     db: &impl Conn,
     tenant_id: TenantId,
-    user_id: UserId,
-    status: UserStatus,
+    page: &UserPageRequest,
+) -> Result<(Vec<User>, bool)> {
+    let mut condition = filter_condition(tenant_id, &page.filter);
+    let column = order_column(page.order);
+    if let Some(UserCursor { value, id }) = &page.after {
+        // (sort value, id) strictly after the cursor, in the requested direction.
+        let after = match (column, page.descending) {
+            (None, false) => Condition::all().add(user::Column::Id.gt(id.0)),
+            (None, true) => Condition::all().add(user::Column::Id.lt(id.0)),
+            (Some(column), false) => Condition::any().add(column.gt(value.as_str())).add(
+                Condition::all()
+                    .add(column.eq(value.as_str()))
+                    .add(user::Column::Id.gt(id.0)),
+            ),
+            (Some(column), true) => Condition::any().add(column.lt(value.as_str())).add(
+                Condition::all()
+                    .add(column.eq(value.as_str()))
+                    .add(user::Column::Id.lt(id.0)),
+            ),
+        };
+        condition = condition.add(after);
+    }
+    let mut query = user::Entity::find().filter(condition);
+    let direction = if page.descending {
+        sea_orm::Order::Desc
+    } else {
+        sea_orm::Order::Asc
+    };
+    if let Some(column) = column {
+        query = query.order_by(column, direction.clone());
+    }
+    let rows = query
+        .order_by(user::Column::Id, direction)
+        .limit(page.page_size + 1)
+        .all(db)
+        .await?;
+    let more = rows.len() as u64 > page.page_size;
+    let rows: Vec<user::Model> = rows.into_iter().take(page.page_size as usize).collect();
+    let users = complete_many(db, tenant_id, rows)
+        .await?
+        .into_iter()
+        .map(|c| c.user)
+        .collect();
+    Ok((users, more))
+}
+
+/// How many users match a filter.
+pub async fn count(db: &impl Conn, tenant_id: TenantId, filter: &UserFilter) -> Result<u64> {
+    Ok(user::Entity::find()
+        .filter(filter_condition(tenant_id, filter))
+        .count(db)
+        .await?)
+}
+
+/// Ids of the users matching a filter, with whether each holds the Admin role; for mass actions.
+pub async fn select_ids(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    filter: &UserFilter,
+) -> Result<Vec<UserId>> {
+    let ids: Vec<uuid::Uuid> = user::Entity::find()
+        .select_only()
+        .column(user::Column::Id)
+        .filter(filter_condition(tenant_id, filter))
+        .order_by_asc(user::Column::Id)
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(ids.into_iter().map(UserId).collect())
+}
+
+/// Which of `ids` hold `role`.
+pub async fn holders_of(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    ids: &[UserId],
+    role: &str,
+) -> Result<HashSet<UserId>> {
+    let mut holders = HashSet::new();
+    for chunk in ids.chunks(CHUNK) {
+        let found: Vec<uuid::Uuid> = user_role::Entity::find()
+            .select_only()
+            .column(user_role::Column::UserId)
+            .filter(user_role::Column::TenantId.eq(tenant_id.0))
+            .filter(user_role::Column::Role.eq(role))
+            .filter(user_role::Column::UserId.is_in(chunk.iter().map(|id| id.0)))
+            .into_tuple()
+            .all(db)
+            .await?;
+        holders.extend(found.into_iter().map(UserId));
+    }
+    Ok(holders)
+}
+
+/// Which of `emails` and `usernames` are taken in the account.
+pub async fn taken_logins(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    emails: &[String],
+    usernames: &[String],
+) -> Result<(HashSet<String>, HashSet<String>)> {
+    let mut taken_emails = HashSet::new();
+    for chunk in emails.chunks(CHUNK) {
+        let found: Vec<String> = user::Entity::find()
+            .select_only()
+            .column(user::Column::Email)
+            .filter(user::Column::TenantId.eq(tenant_id.0))
+            .filter(user::Column::Email.is_in(chunk.iter().cloned()))
+            .into_tuple()
+            .all(db)
+            .await?;
+        taken_emails.extend(found);
+    }
+    let mut taken_usernames = HashSet::new();
+    for chunk in usernames.chunks(CHUNK) {
+        let found: Vec<String> = user::Entity::find()
+            .select_only()
+            .column(user::Column::Username)
+            .filter(user::Column::TenantId.eq(tenant_id.0))
+            .filter(user::Column::Username.is_in(chunk.iter().cloned()))
+            .into_tuple()
+            .all(db)
+            .await?;
+        taken_usernames.extend(found);
+    }
+    Ok((taken_emails, taken_usernames))
+}
+
+/// Writes a user's editable fields (identity, names, profile) and, when given, their secrets.
+pub async fn update(
+    db: &impl Conn,
+    user: &User,
+    secrets: &ProfileSecrets,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    user::Entity::update_many()
-        .col_expr(user::Column::Status, Expr::value(status.as_str()))
-        .col_expr(user::Column::UpdatedAt, Expr::value(now))
-        .filter(user::Column::TenantId.eq(tenant_id.0))
-        .filter(user::Column::Id.eq(user_id.0))
+    let mut update = user::Entity::update_many()
+        .col_expr(user::Column::Email, Expr::value(user.email.as_str()))
+        .col_expr(user::Column::Username, Expr::value(user.username.as_str()))
+        .col_expr(
+            user::Column::FirstName,
+            Expr::value(user.first_name.as_str()),
+        )
+        .col_expr(user::Column::LastName, Expr::value(user.last_name.as_str()))
+        .col_expr(
+            user::Column::DialerProfile,
+            Expr::value(profile_json(user)?),
+        )
+        .col_expr(user::Column::UpdatedAt, Expr::value(now));
+    if let Some(token) = &secrets.caldav_token {
+        update = update.col_expr(user::Column::CaldavToken, Expr::value(token.expose()));
+    }
+    if let Some(password) = &secrets.pbx_password {
+        update = update.col_expr(user::Column::PbxPassword, Expr::value(password.expose()));
+    }
+    update
+        .filter(user::Column::TenantId.eq(user.tenant_id.0))
+        .filter(user::Column::Id.eq(user.id.0))
         .exec(db)
         .await?;
     Ok(())
+}
+
+/// Deletes users of the account (their roles, sessions and tokens go with them).
+pub async fn delete(db: &impl Conn, tenant_id: TenantId, ids: &[UserId]) -> Result<u64> {
+    let mut deleted = 0;
+    for chunk in ids.chunks(CHUNK) {
+        deleted += user::Entity::delete_many()
+            .filter(user::Column::TenantId.eq(tenant_id.0))
+            .filter(user::Column::Id.is_in(chunk.iter().map(|id| id.0)))
+            .exec(db)
+            .await?
+            .rows_affected;
+    }
+    Ok(deleted)
+}
+
+/// Sets the status of users; returns how many changed.
+pub async fn set_status(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    ids: &[UserId],
+    status: UserStatus,
+    now: DateTime<Utc>,
+) -> Result<u64> {
+    let mut changed = 0;
+    for chunk in ids.chunks(CHUNK) {
+        changed += user::Entity::update_many()
+            .col_expr(user::Column::Status, Expr::value(status.as_str()))
+            .col_expr(user::Column::UpdatedAt, Expr::value(now))
+            .filter(user::Column::TenantId.eq(tenant_id.0))
+            .filter(user::Column::Id.is_in(chunk.iter().map(|id| id.0)))
+            .filter(user::Column::Status.ne(status.as_str()))
+            .exec(db)
+            .await?
+            .rows_affected;
+    }
+    Ok(changed)
 }
 
 /// Stores a new password hash.
@@ -223,16 +642,63 @@ pub async fn set_last_login(
     Ok(())
 }
 
-/// Users whose access tokens issued before an instant after `since` are refused, with that instant.
+/// Revokes every access token of the users by bumping their token generation; returns each
+/// user's new generation, for the in-memory revocation list.
+pub async fn bump_token_generation(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    ids: &[UserId],
+    now: DateTime<Utc>,
+) -> Result<Vec<(UserId, i64)>> {
+    let mut bumped = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(CHUNK) {
+        let scope = || {
+            Condition::all()
+                .add(user::Column::TenantId.eq(tenant_id.0))
+                .add(user::Column::Id.is_in(chunk.iter().map(|id| id.0)))
+        };
+        user::Entity::update_many()
+            .col_expr(
+                user::Column::TokenGeneration,
+                Expr::col(user::Column::TokenGeneration).add(1),
+            )
+            .col_expr(user::Column::TokensValidAfter, Expr::value(now))
+            .filter(scope())
+            .exec(db)
+            .await?;
+        let rows: Vec<(uuid::Uuid, i64)> = user::Entity::find()
+            .select_only()
+            .column(user::Column::Id)
+            .column(user::Column::TokenGeneration)
+            .filter(scope())
+            .into_tuple()
+            .all(db)
+            .await?;
+        bumped.extend(
+            rows.into_iter()
+                .map(|(id, generation)| (UserId(id), generation)),
+        );
+    }
+    Ok(bumped)
+}
+
+/// Users whose tokens were revoked after `since`, with their current generation, to seed the
+/// revocation list at start.
 pub async fn tokens_revoked_since(
     db: &impl Conn,
     since: DateTime<Utc>,
-) -> Result<Vec<(UserId, DateTime<Utc>)>> {
-    Ok(user::Entity::find()
+) -> Result<Vec<(UserId, i64, DateTime<Utc>)>> {
+    let rows: Vec<(uuid::Uuid, i64, Option<DateTime<Utc>>)> = user::Entity::find()
+        .select_only()
+        .column(user::Column::Id)
+        .column(user::Column::TokenGeneration)
+        .column(user::Column::TokensValidAfter)
         .filter(user::Column::TokensValidAfter.gt(since))
+        .into_tuple()
         .all(db)
-        .await?
+        .await?;
+    Ok(rows
         .into_iter()
-        .filter_map(|row| row.tokens_valid_after.map(|at| (UserId(row.id), at)))
+        .filter_map(|(id, generation, at)| at.map(|at| (UserId(id), generation, at)))
         .collect())
 }

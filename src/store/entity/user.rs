@@ -18,6 +18,10 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
     pub last_login_at: Option<DateTimeUtc>,
+    pub dialer_profile: Option<String>,
+    pub caldav_token: Option<String>,
+    pub pbx_password: Option<String>,
+    pub token_generation: i64,
 }
 
 impl ActiveModelBehavior for ActiveModel {}
