@@ -13,7 +13,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tower_http::trace::TraceLayer;
 
 use crate::{
-    api::{ApiContext, AuthApi, pb},
+    api::{ApiContext, AuthApi, UserApi, pb},
     config::Settings,
     domain::{
         App, Policies,
@@ -26,7 +26,7 @@ use crate::{
 };
 
 /// Names of the services reported by gRPC health.
-const SERVICES: &[&str] = &["roster.v1.AuthService"];
+const SERVICES: &[&str] = &["roster.v1.AuthService", "roster.v1.UserService"];
 
 /// Connects to the database, applies migrations and returns the store.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
@@ -73,6 +73,10 @@ pub async fn build_app(
         store::users::tokens_revoked_since(store.db(), now - access_ttl).await?
     {
         revocations.revoke_user(user, generation, at);
+    }
+    for user in store::activity::targets_since(store.db(), "user.deleted", now - access_ttl).await?
+    {
+        revocations.revoke_user(crate::model::UserId(user), i64::MAX, now);
     }
     Ok(App {
         tokens: TokenIssuer::new(key, access_ttl, revocations)?,
@@ -132,6 +136,10 @@ pub async fn serve(
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
 
+    let users = pb::user_service_server::UserServiceServer::new(UserApi::new(ctx.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+
     let trace = TraceLayer::new_for_grpc()
         .make_span_with(|request: &http::Request<_>| {
             tracing::info_span!(
@@ -172,6 +180,7 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(auth)
+        .add_service(users)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
 

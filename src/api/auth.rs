@@ -208,10 +208,14 @@ impl pb::auth_service_server::AuthService for AuthApi {
         let Some(new_password) = new_password else {
             return Err(Status::internal("password parse left a field unset"));
         };
-        self.ctx
+        let (access_token, expires_at) = self
+            .ctx
             .app
             .change_password(&principal, &request.current_password, new_password, &client)
             .await?;
-        Ok(Response::new(pb::ChangePasswordResponse {}))
+        Ok(Response::new(pb::ChangePasswordResponse {
+            access_token,
+            access_token_expires_at: Some(timestamp(expires_at)),
+        }))
     }
 }

@@ -3,6 +3,7 @@
 
 mod auth;
 mod convert;
+mod users;
 
 use std::{net::IpAddr, sync::Arc};
 
@@ -16,6 +17,7 @@ use crate::{
 };
 
 pub use auth::AuthApi;
+pub use users::UserApi;
 
 /// Generated protobuf types and services of `roster.v1`.
 #[allow(clippy::all, missing_docs)]

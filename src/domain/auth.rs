@@ -124,7 +124,7 @@ impl App {
             owner_user_id: Some(user.id),
             ..tenant
         };
-        self.send_activation(&tx, &tenant, &user, PURPOSE_ACTIVATION)
+        self.issue_activation(&tx, &tenant, &user, PURPOSE_ACTIVATION, true)
             .await?;
         self.record(
             &tx,
@@ -144,14 +144,15 @@ impl App {
         Ok(SignedUp { tenant, user })
     }
 
-    /// Creates a single-use activation (or invitation) token for `user` and queues its email;
-    /// older unused ones are retired. Returns the token.
-    pub(crate) async fn send_activation(
+    /// Creates a single-use activation (or invitation) token for `user`, retiring older unused
+    /// ones, and queues its email when `send_mail`. Returns the token.
+    pub(crate) async fn issue_activation(
         &self,
         tx: &store::Tx,
         tenant: &Tenant,
         user: &User,
         purpose: &'static str,
+        send_mail: bool,
     ) -> Result<String> {
         let now = self.clock.now();
         let token = tokens::random_secret();
@@ -174,27 +175,16 @@ impl App {
             now + ttl,
         )
         .await?;
-        let link = self.link("activate", &token);
-        let hours = ttl.num_hours().max(1);
-        let name = user.first_name.as_str();
-        let message = if purpose == PURPOSE_INVITATION {
-            mail::invitation(
-                user.email.as_str(),
-                name,
-                tenant.name.as_str(),
-                &link,
-                hours,
-            )
-        } else {
-            mail::activation(
-                user.email.as_str(),
-                name,
-                tenant.name.as_str(),
-                &link,
-                hours,
-            )
-        };
-        self.queue_mail(tx, Some(tenant.id), &message).await?;
+        if send_mail {
+            let message = activation_mail(
+                &self.link("activate", &token),
+                tenant,
+                user,
+                purpose,
+                ttl.num_hours().max(1),
+            );
+            self.queue_mail(tx, Some(tenant.id), &message).await?;
+        }
         Ok(token)
     }
 
@@ -368,7 +358,7 @@ impl App {
     ) -> Result<SessionTokens> {
         let now = self.clock.now();
         let session_id = SessionId::new();
-        let refresh_token = tokens::refresh_token(session_id);
+        let refresh_token = self.tokens.refresh_token(session_id);
         let record = SessionRecord {
             id: session_id,
             tenant_id: user.tenant_id,
@@ -418,7 +408,9 @@ impl App {
             .as_ref()
             .is_some_and(|previous| bool::from(presented.as_bytes().ct_eq(previous.as_bytes())));
         if !is_current {
-            if is_previous {
+            // A genuine token of this session that is no longer current was spent already:
+            // whoever presents it replays it, however many rotations ago it was spent.
+            if is_previous || self.tokens.issued_refresh_token(refresh_token.trim()) {
                 self.end_session_for_reuse(&session, client).await?;
             }
             return Err(invalid_refresh());
@@ -429,7 +421,7 @@ impl App {
             .ok_or_else(invalid_refresh)?;
         let generation = credentials.token_generation;
         let user = credentials.user;
-        let new_token = tokens::refresh_token(session_id);
+        let new_token = self.tokens.refresh_token(session_id);
         let tx = self.store.begin().await?;
         if !store::sessions::rotate(
             &tx,
@@ -562,7 +554,7 @@ impl App {
         current_password: &str,
         new_password: Password,
         client: &ClientInfo,
-    ) -> Result<()> {
+    ) -> Result<(String, DateTime<Utc>)> {
         authorize(principal, Action::ChangeOwnPassword)?;
         let db = self.store.db();
         let credentials = store::users::get_credentials(db, principal.tenant_id, principal.user_id)
@@ -621,7 +613,31 @@ impl App {
         for session in ended {
             self.tokens.revocations().revoke_session(session, now);
         }
-        Ok(())
+        let credentials =
+            store::users::get_credentials(self.store.db(), principal.tenant_id, principal.user_id)
+                .await?
+                .ok_or(Error::NotFound("user"))?;
+        let generation = credentials.token_generation;
+        Ok(self.tokens.issue(
+            &grant(&credentials.user, principal.session_id, generation),
+            now,
+        ))
+    }
+}
+
+/// The email that carries an activation or invitation link.
+pub(crate) fn activation_mail(
+    link: &str,
+    tenant: &Tenant,
+    user: &User,
+    purpose: &str,
+    hours: i64,
+) -> mail::Mail {
+    let name = user.first_name.as_str();
+    if purpose == PURPOSE_INVITATION {
+        mail::invitation(user.email.as_str(), name, tenant.name.as_str(), link, hours)
+    } else {
+        mail::activation(user.email.as_str(), name, tenant.name.as_str(), link, hours)
     }
 }
 

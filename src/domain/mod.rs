@@ -2,10 +2,13 @@
 //! then runs its change in one transaction together with the activity record.
 
 pub mod auth;
+pub mod bulk;
+pub mod import;
 pub mod mail;
 pub mod passwords;
 pub mod policy;
 pub mod tokens;
+pub mod users;
 
 use std::sync::Arc;
 

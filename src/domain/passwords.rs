@@ -131,6 +131,14 @@ pub fn hash_blocking(params: &Params, password: &str) -> Result<String> {
 
 /// Verifies on the current thread.
 pub fn verify_blocking(params: &Params, password: &str, stored: &str) -> Verification {
+    if is_bcrypt(stored) {
+        // Imported from another system: verify, then rehash with argon2id on this login.
+        let matches = bcrypt::verify(password, stored).unwrap_or(false);
+        return Verification {
+            matches,
+            needs_rehash: true,
+        };
+    }
     let Ok(hash) = PasswordHash::new(stored) else {
         return Verification {
             matches: false,
@@ -151,6 +159,31 @@ pub fn verify_blocking(params: &Params, password: &str, stored: &str) -> Verific
     Verification {
         matches,
         needs_rehash,
+    }
+}
+
+fn is_bcrypt(stored: &str) -> bool {
+    ["$2a$", "$2b$", "$2y$"]
+        .iter()
+        .any(|prefix| stored.starts_with(prefix))
+}
+
+/// Checks that an imported hash is an argon2 or bcrypt PHC/MCF string this server can verify.
+pub fn check_imported_hash(stored: &str) -> std::result::Result<(), &'static str> {
+    if is_bcrypt(stored) {
+        return if stored.len() == 60 {
+            Ok(())
+        } else {
+            Err("is not a valid bcrypt hash")
+        };
+    }
+    match PasswordHash::new(stored) {
+        Ok(hash)
+            if hash.algorithm.as_str().starts_with("argon2") && Params::try_from(&hash).is_ok() =>
+        {
+            Ok(())
+        }
+        _ => Err("must be an argon2 ($argon2id$...) or bcrypt ($2b$...) hash"),
     }
 }
 
@@ -186,6 +219,26 @@ mod tests {
                 .matches
         );
         assert!(!hasher.verify("Str0ngPass", None).await.unwrap().matches);
+    }
+
+    #[tokio::test]
+    async fn imported_bcrypt_hashes_verify_and_ask_for_a_rehash() {
+        let hasher = PasswordHasher::new(cheap(), 1).unwrap();
+        let bcrypt_hash = bcrypt::hash("Str0ngPass", 4).unwrap();
+        assert!(check_imported_hash(&bcrypt_hash).is_ok());
+        let verification = hasher
+            .verify("Str0ngPass", Some(&bcrypt_hash))
+            .await
+            .unwrap();
+        assert!(verification.matches && verification.needs_rehash);
+        assert!(
+            !hasher
+                .verify("wrong", Some(&bcrypt_hash))
+                .await
+                .unwrap()
+                .matches
+        );
+        assert!(check_imported_hash("plain text").is_err());
     }
 
     #[tokio::test]

@@ -1,6 +1,13 @@
-//! Who may do what. Every use case calls [`authorize`] before anything else.
+//! Who may do what: the rules of the product pages in one place. Every use case calls these
+//! before anything else.
+//!
+//! - Admins view, add, edit and delete users and assign roles, except the owner and other admins.
+//! - Only the owner grants or revokes Admin; nobody deletes the owner; nobody deletes themself.
+//! - Users without an admin role see and edit only their own profile (names, time zone, language).
+//! - Tech. Configuration may change SIP and caller-ID settings.
+//! - A user who must change their password may do nothing else first.
 
-use crate::model::{Error, Principal, Result};
+use crate::model::{BuiltinRole, Error, Permission, Principal, Result, User};
 
 /// An action a principal asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,27 +18,173 @@ pub enum Action {
     ChangeOwnPassword,
     /// End one's own session.
     EndOwnSession,
+    /// Read other users of the account.
+    ReadUsers,
+    /// Create users.
+    CreateUsers,
+    /// Import users in bulk.
+    ImportUsers,
+    /// Apply a mass action.
+    BulkUpdateUsers,
+    /// Pass ownership of the account.
+    TransferOwnership,
 }
 
-/// Allows or refuses `action`. A user who must change their password may do nothing else (but
-/// read themself and log out) until they have.
+/// What an edit of a user touches, to decide who may make it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EditScope {
+    /// First and last name, time zone, language: a user's own profile.
+    OwnProfile,
+    /// SIP and caller-ID settings.
+    Telephony,
+    /// Email, username and the other Dialer settings.
+    Account,
+    /// Account roles.
+    Roles,
+}
+
+/// An action on one user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserAction {
+    Edit(EditScope),
+    Delete,
+    Deactivate,
+    Reactivate,
+    ResendInvitation,
+    ResetPassword,
+}
+
+fn denied(reason: &'static str, message: &str) -> Error {
+    Error::denied(reason, message)
+}
+
+fn require(principal: &Principal, permission: Permission) -> Result<()> {
+    if principal.can(permission) {
+        Ok(())
+    } else {
+        Err(denied(
+            "MISSING_PERMISSION",
+            &format!("this needs the {permission} permission"),
+        ))
+    }
+}
+
+fn password_change_gate(principal: &Principal, action: Action) -> Result<()> {
+    let allowed_anyway = matches!(
+        action,
+        Action::ChangeOwnPassword | Action::ReadSelf | Action::EndOwnSession
+    );
+    if principal.password_change_required && !allowed_anyway {
+        return Err(Error::precondition(
+            "PASSWORD_CHANGE_REQUIRED",
+            "choose a new password (ChangePassword) before doing anything else",
+        ));
+    }
+    Ok(())
+}
+
+/// Allows or refuses an account-level `action`.
 pub fn authorize(principal: &Principal, action: Action) -> Result<()> {
+    password_change_gate(principal, action)?;
     match action {
         Action::ReadSelf | Action::ChangeOwnPassword | Action::EndOwnSession => Ok(()),
+        Action::ReadUsers => require(principal, "users.read"),
+        Action::CreateUsers | Action::ImportUsers | Action::BulkUpdateUsers => {
+            require(principal, "users.write")
+        }
+        Action::TransferOwnership => {
+            if principal.is_owner {
+                Ok(())
+            } else {
+                Err(denied(
+                    "OWNER_ONLY",
+                    "only the account owner can transfer ownership",
+                ))
+            }
+        }
     }
-    .and_then(|()| {
-        if principal.password_change_required
-            && !matches!(
-                action,
-                Action::ChangeOwnPassword | Action::ReadSelf | Action::EndOwnSession
-            )
-        {
-            Err(Error::precondition(
-                "PASSWORD_CHANGE_REQUIRED",
-                "choose a new password first",
-            ))
-        } else {
+}
+
+/// Whether granting or revoking `roles` needs the owner (Admin is the owner's to give).
+pub fn authorize_role_change(
+    principal: &Principal,
+    added: &[String],
+    removed: &[String],
+) -> Result<()> {
+    let admin = BuiltinRole::Admin.key();
+    let touches_admin = added.iter().chain(removed).any(|role| role == admin);
+    if touches_admin && !principal.is_owner {
+        return Err(denied(
+            "ADMIN_ROLE_OWNER_ONLY",
+            "only the account owner grants or revokes the Admin role",
+        ));
+    }
+    if !added.is_empty() || !removed.is_empty() {
+        require(principal, "roles.assign")?;
+    }
+    Ok(())
+}
+
+/// Allows or refuses `action` on `target`, a user of the principal's account. `actor` is the
+/// principal's own user row where the rule needs it (the Dialer's tenant superuser).
+pub fn authorize_on_user(
+    principal: &Principal,
+    action: UserAction,
+    target: &User,
+    actor: Option<&User>,
+) -> Result<()> {
+    password_change_gate(principal, Action::ReadUsers)?;
+    let is_self = target.id == principal.user_id;
+    // The owner may do anything to anyone but delete or deactivate themself.
+    if is_self && matches!(action, UserAction::Delete | UserAction::Deactivate) {
+        return Err(denied("SELF", "you cannot delete or deactivate yourself"));
+    }
+    if target.is_owner && !principal.is_owner {
+        return Err(denied(
+            "USER_IS_OWNER",
+            "only the owner can change the account owner",
+        ));
+    }
+    if principal.is_owner {
+        return Ok(());
+    }
+    let own_profile = is_self && matches!(action, UserAction::Edit(EditScope::OwnProfile));
+    if own_profile {
+        return Ok(());
+    }
+    if target.is_admin() && !is_self {
+        return Err(denied(
+            "USER_IS_ADMIN",
+            "admins cannot change other admins; ask the owner",
+        ));
+    }
+    match action {
+        UserAction::Edit(EditScope::OwnProfile) | UserAction::Edit(EditScope::Account) => {
+            require(principal, "users.write")
+        }
+        UserAction::Edit(EditScope::Telephony) => {
+            if principal.can("sip_settings.write") && principal.can("caller_id.write") {
+                Ok(())
+            } else {
+                require(principal, "users.write")
+            }
+        }
+        UserAction::Edit(EditScope::Roles) => require(principal, "roles.assign"),
+        UserAction::Delete => require(principal, "users.delete"),
+        UserAction::Deactivate | UserAction::Reactivate | UserAction::ResendInvitation => {
+            require(principal, "users.write")
+        }
+        UserAction::ResetPassword => {
+            require(principal, "users.write")?;
+            // The Dialer page: resetting a Dialer user's password needs tenant superuser access.
+            let superuser = actor.is_some_and(User::is_tenant_superuser);
+            if target.dialer_profile.is_some() && !superuser {
+                return Err(denied(
+                    "TENANT_SUPERUSER_REQUIRED",
+                    "resetting a Dialer user's password needs tenant superuser access",
+                ));
+            }
             Ok(())
         }
-    })
+    }
 }

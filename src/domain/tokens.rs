@@ -246,20 +246,50 @@ pub fn token_hash(token: &str) -> String {
         .collect()
 }
 
-/// A refresh token names its session so that it can be found, and carries a random secret.
-pub fn refresh_token(session: SessionId) -> String {
-    format!(
-        "{REFRESH_PREFIX}.{}.{}",
-        session.0.simple(),
-        random_secret()
-    )
+impl TokenIssuer {
+    /// A refresh token names its session so that it can be found, carries a random secret, and
+    /// is signed, so that a spent token of the session is recognised as reuse however many
+    /// rotations ago it was spent (the session keeps only the hash of the current one).
+    pub fn refresh_token(&self, session: SessionId) -> String {
+        let unsigned = format!(
+            "{REFRESH_PREFIX}.{}.{}",
+            session.0.simple(),
+            random_secret()
+        );
+        let mut mac = self.mac();
+        mac.update(unsigned.as_bytes());
+        let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        format!("{unsigned}.{signature}")
+    }
+
+    /// Whether this issuer made `token` (current or spent); a forged token naming a session is
+    /// not, and must not be able to end it.
+    pub fn issued_refresh_token(&self, token: &str) -> bool {
+        let Some((unsigned, signature)) = token.rsplit_once('.') else {
+            return false;
+        };
+        let Ok(signature) = URL_SAFE_NO_PAD.decode(signature) else {
+            return false;
+        };
+        let mut mac = self.mac();
+        mac.update(unsigned.as_bytes());
+        refresh_token_session(token).is_some() && mac.verify_slice(&signature).is_ok()
+    }
 }
 
 /// The session a refresh token names, if it is well-formed.
 pub fn refresh_token_session(token: &str) -> Option<SessionId> {
     let mut parts = token.split('.');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(REFRESH_PREFIX), Some(id), Some(secret), None) if !secret.is_empty() => {
+    match (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
+        (Some(REFRESH_PREFIX), Some(id), Some(secret), Some(signature), None)
+            if !secret.is_empty() && !signature.is_empty() =>
+        {
             Uuid::parse_str(id).ok().map(SessionId)
         }
         _ => None,
@@ -339,9 +369,21 @@ mod tests {
     fn refresh_tokens_name_their_session() {
         let session = SessionId::new();
         assert_eq!(
-            refresh_token_session(&refresh_token(session)),
+            refresh_token_session(&issuer().refresh_token(session)),
             Some(session)
         );
-        assert_eq!(refresh_token_session("rrt1.nope.x"), None);
+        assert_eq!(refresh_token_session("rrt1.nope.x.y"), None);
+    }
+
+    #[test]
+    fn only_refresh_tokens_of_this_issuer_count_as_issued() {
+        let session = SessionId::new();
+        let token = issuer().refresh_token(session);
+        assert!(issuer().issued_refresh_token(&token));
+        let other = TokenIssuer::new(vec![8; 32], Duration::minutes(15), Arc::default()).unwrap();
+        assert!(!other.issued_refresh_token(&token));
+        let (unsigned, _) = token.rsplit_once('.').unwrap();
+        assert!(!issuer().issued_refresh_token(&format!("{unsigned}.AAAA")));
+        assert!(!issuer().issued_refresh_token(unsigned));
     }
 }

@@ -70,3 +70,48 @@ pub async fn recent(
         })
         .collect())
 }
+
+/// Targets of `action` records written after `since` (across accounts), e.g. users deleted
+/// recently, whose still-unexpired tokens must stay refused after a restart.
+pub async fn targets_since(
+    db: &impl Conn,
+    action: &str,
+    since: DateTime<Utc>,
+) -> Result<Vec<uuid::Uuid>> {
+    let targets: Vec<Option<uuid::Uuid>> = activity::Entity::find()
+        .select_only()
+        .column(activity::Column::TargetId)
+        .filter(activity::Column::Action.eq(action))
+        .filter(activity::Column::CreatedAt.gt(since))
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(targets.into_iter().flatten().collect())
+}
+
+/// Writes many records with multi-row statements (mass actions).
+pub async fn insert_many(
+    db: &impl Conn,
+    records: &[NewActivity],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    // 10 columns a row: 1,000 rows a statement stay under every bind-parameter limit.
+    for chunk in records.chunks(1_000) {
+        let rows = chunk.iter().map(|record| activity::ActiveModel {
+            id: Set(uuid::Uuid::now_v7()),
+            tenant_id: Set(record.tenant_id.0),
+            actor_user_id: Set(record.actor.map(|id| id.0)),
+            action: Set(record.action.to_owned()),
+            target_type: Set(record.target_type.map(str::to_owned)),
+            target_id: Set(record.target_id),
+            client_address: Set(record.client.address.clone()),
+            user_agent: Set(record.client.user_agent.clone()),
+            details: Set(record.details.to_string()),
+            created_at: Set(now),
+        });
+        activity::Entity::insert_many(rows)
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
+}

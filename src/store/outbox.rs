@@ -125,3 +125,32 @@ pub async fn mark_failed(
         .await?;
     Ok(())
 }
+
+/// Queues many messages with multi-row statements.
+pub async fn enqueue_many(
+    db: &impl Conn,
+    tenant_id: Option<TenantId>,
+    mails: &[(String, String, String)],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    for chunk in mails.chunks(2_000) {
+        let rows = chunk
+            .iter()
+            .map(|(recipient, subject, body)| outbox::ActiveModel {
+                id: Set(uuid::Uuid::now_v7()),
+                tenant_id: Set(tenant_id.map(|id| id.0)),
+                recipient: Set(recipient.clone()),
+                subject: Set(subject.clone()),
+                body: Set(body.clone()),
+                attempts: Set(0),
+                next_attempt_at: Set(now),
+                sent_at: Set(None),
+                last_error: Set(None),
+                created_at: Set(now),
+            });
+        outbox::Entity::insert_many(rows)
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
+}

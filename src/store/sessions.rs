@@ -172,3 +172,26 @@ pub async fn revoked_since(
         .filter_map(|(id, at)| at.map(|at| (SessionId(id), at)))
         .collect())
 }
+
+/// Ends every open session of many users (set-based, one statement per chunk).
+pub async fn revoke_for_users(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    users: &[UserId],
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<u64> {
+    let mut ended = 0;
+    for chunk in users.chunks(super::users::CHUNK) {
+        ended += session::Entity::update_many()
+            .col_expr(session::Column::RevokedAt, Expr::value(now))
+            .col_expr(session::Column::RevokedReason, Expr::value(reason))
+            .filter(session::Column::TenantId.eq(tenant_id.0))
+            .filter(session::Column::UserId.is_in(chunk.iter().map(|id| id.0)))
+            .filter(session::Column::RevokedAt.is_null())
+            .exec(db)
+            .await?
+            .rows_affected;
+    }
+    Ok(ended)
+}

@@ -87,3 +87,37 @@ pub async fn retire(
         .await?;
     Ok(())
 }
+
+/// A token to store in bulk.
+#[derive(Debug, Clone)]
+pub struct NewActionToken {
+    pub user_id: UserId,
+    pub purpose: &'static str,
+    pub token_hash: String,
+}
+
+/// Stores many tokens of one account with multi-row statements.
+pub async fn insert_many(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    tokens: &[NewActionToken],
+    now: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+) -> Result<()> {
+    for chunk in tokens.chunks(2_000) {
+        let rows = chunk.iter().map(|token| action_token::ActiveModel {
+            id: Set(uuid::Uuid::now_v7()),
+            tenant_id: Set(tenant_id.0),
+            user_id: Set(token.user_id.0),
+            purpose: Set(token.purpose.to_owned()),
+            token_hash: Set(token.token_hash.clone()),
+            created_at: Set(now),
+            expires_at: Set(expires_at),
+            used_at: Set(None),
+        });
+        action_token::Entity::insert_many(rows)
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
+}

@@ -458,21 +458,24 @@ pub async fn count(db: &impl Conn, tenant_id: TenantId, filter: &UserFilter) -> 
         .await?)
 }
 
-/// Ids of the users matching a filter, with whether each holds the Admin role; for mass actions.
+/// Ids and statuses of the users matching a filter, oldest first; for mass actions.
 pub async fn select_ids(
     db: &impl Conn,
     tenant_id: TenantId,
     filter: &UserFilter,
-) -> Result<Vec<UserId>> {
-    let ids: Vec<uuid::Uuid> = user::Entity::find()
+) -> Result<Vec<(UserId, UserStatus)>> {
+    let rows: Vec<(uuid::Uuid, String)> = user::Entity::find()
         .select_only()
         .column(user::Column::Id)
+        .column(user::Column::Status)
         .filter(filter_condition(tenant_id, filter))
         .order_by_asc(user::Column::Id)
         .into_tuple()
         .all(db)
         .await?;
-    Ok(ids.into_iter().map(UserId).collect())
+    rows.into_iter()
+        .map(|(id, status)| Ok((UserId(id), UserStatus::from_stored(&status)?)))
+        .collect()
 }
 
 /// Which of `ids` hold `role`.

@@ -1,0 +1,254 @@
+//! Mass actions of the Dialer page on selected users, on users matching a filter, or on all users.
+//! Set-based: one statement per chunk of users, never one per user.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::json;
+
+use super::{
+    App,
+    policy::{self, Action},
+};
+use crate::{
+    model::{
+        BuiltinRole, ClientInfo, Error, NewActivity, Principal, Result, UserFilter, UserId,
+        UserStatus,
+    },
+    store::{self, users::CHUNK},
+};
+
+/// Which users a mass action applies to.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    Ids(Vec<UserId>),
+    Filter(UserFilter),
+    All,
+}
+
+/// A mass action.
+#[derive(Debug, Clone)]
+pub enum BulkAction {
+    Activate,
+    Deactivate,
+    Delete,
+    AssignRoles(Vec<String>),
+    UnassignRoles(Vec<String>),
+}
+
+impl BulkAction {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Activate => "users.bulk_activated",
+            Self::Deactivate => "users.bulk_deactivated",
+            Self::Delete => "users.bulk_deleted",
+            Self::AssignRoles(_) => "users.bulk_roles_assigned",
+            Self::UnassignRoles(_) => "users.bulk_roles_unassigned",
+        }
+    }
+}
+
+/// A mass action request.
+#[derive(Debug, Clone)]
+pub struct BulkRequest {
+    pub selection: Selection,
+    pub action: BulkAction,
+    pub dry_run: bool,
+}
+
+/// A user a rule protected from the action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub user_id: UserId,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// What a mass action did (or would do).
+#[derive(Debug, Clone, Default)]
+pub struct BulkOutcome {
+    pub matched: u64,
+    pub affected: u64,
+    pub skipped: Vec<Skipped>,
+}
+
+impl App {
+    /// Applies a mass action; users a rule protects are skipped with a reason.
+    pub async fn bulk_update_users(
+        &self,
+        principal: &Principal,
+        request: BulkRequest,
+        client: &ClientInfo,
+    ) -> Result<BulkOutcome> {
+        policy::authorize(principal, Action::BulkUpdateUsers)?;
+        match &request.action {
+            BulkAction::Delete if !principal.can("users.delete") => {
+                return Err(Error::denied(
+                    "MISSING_PERMISSION",
+                    "this needs the users.delete permission",
+                ));
+            }
+            BulkAction::AssignRoles(roles) => policy::authorize_role_change(principal, roles, &[])?,
+            BulkAction::UnassignRoles(roles) => {
+                policy::authorize_role_change(principal, &[], roles)?
+            }
+            _ => {}
+        }
+        let tenant_id = principal.tenant_id;
+        let db = self.store.db();
+        let mut skipped = Vec::new();
+        let selected: Vec<(UserId, UserStatus)> = match &request.selection {
+            Selection::Ids(ids) => {
+                let mut unique: Vec<UserId> = ids.clone();
+                unique.sort();
+                unique.dedup();
+                let mut found = Vec::with_capacity(unique.len());
+                for chunk in unique.chunks(CHUNK) {
+                    let filter = UserFilter {
+                        ids: Some(chunk.to_vec()),
+                        ..Default::default()
+                    };
+                    found.extend(store::users::select_ids(db, tenant_id, &filter).await?);
+                }
+                let present: HashSet<UserId> = found.iter().map(|(id, _)| *id).collect();
+                // Another account's user is simply not found, like every other RPC says.
+                skipped.extend(unique.iter().filter(|id| !present.contains(id)).map(|id| {
+                    Skipped {
+                        user_id: *id,
+                        reason: "NOT_FOUND",
+                        message: "no such user in this account".into(),
+                    }
+                }));
+                found
+            }
+            Selection::Filter(filter) => store::users::select_ids(db, tenant_id, filter).await?,
+            Selection::All => {
+                store::users::select_ids(db, tenant_id, &UserFilter::default()).await?
+            }
+        };
+        let matched = selected.len() as u64;
+
+        let owner = store::tenants::get(db, tenant_id)
+            .await?
+            .and_then(|t| t.owner_user_id);
+        let ids: Vec<UserId> = selected.iter().map(|(id, _)| *id).collect();
+        let admins = if principal.is_owner {
+            HashSet::new()
+        } else {
+            store::users::holders_of(db, tenant_id, &ids, BuiltinRole::Admin.key()).await?
+        };
+        let ends_access = matches!(request.action, BulkAction::Deactivate | BulkAction::Delete);
+        let statuses: HashMap<UserId, UserStatus> = selected.into_iter().collect();
+        let mut targets = Vec::with_capacity(ids.len());
+        for id in ids {
+            let protection = if Some(id) == owner {
+                Some((
+                    "USER_IS_OWNER",
+                    "the account owner is not changed by mass actions",
+                ))
+            } else if ends_access && id == principal.user_id {
+                Some(("SELF", "you cannot delete or deactivate yourself"))
+            } else if admins.contains(&id) {
+                Some((
+                    "USER_IS_ADMIN",
+                    "admins cannot change other admins; ask the owner",
+                ))
+            } else {
+                None
+            };
+            match protection {
+                Some((reason, message)) => skipped.push(Skipped {
+                    user_id: id,
+                    reason,
+                    message: message.into(),
+                }),
+                None => targets.push(id),
+            }
+        }
+        let status_of = |id: &UserId| statuses.get(id).copied();
+        targets.retain(|id| match request.action {
+            BulkAction::Activate => matches!(
+                status_of(id),
+                Some(UserStatus::Inactive | UserStatus::Locked)
+            ),
+            BulkAction::Deactivate => status_of(id) != Some(UserStatus::Inactive),
+            _ => true,
+        });
+        let affected = targets.len() as u64;
+        if request.dry_run || targets.is_empty() {
+            return Ok(BulkOutcome {
+                matched,
+                affected,
+                skipped,
+            });
+        }
+
+        let now = self.clock.now();
+        let tx = self.store.begin().await?;
+        let mut revoked = Vec::new();
+        match &request.action {
+            BulkAction::Activate => {
+                store::users::set_status(&tx, tenant_id, &targets, UserStatus::Active, now).await?;
+            }
+            BulkAction::Deactivate => {
+                store::users::set_status(&tx, tenant_id, &targets, UserStatus::Inactive, now)
+                    .await?;
+                revoked = self
+                    .end_all_sessions(&tx, tenant_id, &targets, "user_deactivated")
+                    .await?;
+            }
+            BulkAction::Delete => {
+                // One record per user, so lead-owning services can unassign each user's leads.
+                let records: Vec<NewActivity> = targets
+                    .iter()
+                    .map(|id| {
+                        NewActivity::on_user(
+                            tenant_id,
+                            Some(principal.user_id),
+                            "user.deleted",
+                            *id,
+                            client,
+                        )
+                        .with_details(json!({ "unassign_leads": true, "bulk": true }))
+                    })
+                    .collect();
+                store::activity::insert_many(&tx, &records, now).await?;
+                store::users::delete(&tx, tenant_id, &targets).await?;
+                revoked = targets.iter().map(|id| (*id, i64::MAX)).collect();
+            }
+            BulkAction::AssignRoles(roles) => {
+                store::users::add_roles(&tx, tenant_id, &targets, roles).await?;
+                revoked =
+                    store::users::bump_token_generation(&tx, tenant_id, &targets, now).await?;
+            }
+            BulkAction::UnassignRoles(roles) => {
+                store::users::remove_roles(&tx, tenant_id, &targets, roles).await?;
+                revoked =
+                    store::users::bump_token_generation(&tx, tenant_id, &targets, now).await?;
+            }
+        }
+        let roles = match &request.action {
+            BulkAction::AssignRoles(roles) | BulkAction::UnassignRoles(roles) => roles.clone(),
+            _ => Vec::new(),
+        };
+        self.record(
+            &tx,
+            NewActivity {
+                tenant_id,
+                actor: Some(principal.user_id),
+                action: request.action.name(),
+                target_type: Some("users"),
+                target_id: None,
+                client: client.clone(),
+                details: json!({ "matched": matched, "affected": affected, "skipped": skipped.len(), "roles": roles }),
+            },
+        )
+        .await?;
+        store::commit(tx).await?;
+        self.revoked(revoked);
+        Ok(BulkOutcome {
+            matched,
+            affected,
+            skipped,
+        })
+    }
+}

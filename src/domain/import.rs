@@ -1,0 +1,477 @@
+//! Bulk creation of users from CSV (the Dialer's "add multiple users from a CSV file").
+//!
+//! Columns (header first, any order, case-insensitive): `email` (required), `username`,
+//! `first_name`, `last_name`, `roles` (role keys separated by `;`), `password`, `password_hash`
+//! (an argon2 or bcrypt hash, for migrations), `timezone`, `language`, `caller_id_name`,
+//! `caller_id_number`. A row without a password or hash is invited by email.
+
+use std::collections::HashMap;
+
+use serde_json::json;
+
+use super::{
+    App,
+    auth::{PURPOSE_ACTIVATION, PURPOSE_INVITATION, activation_mail},
+    passwords::check_imported_hash,
+    policy::{self, Action},
+    tokens,
+};
+use crate::{
+    model::{
+        BuiltinRole, ClientInfo, DialerProfile, Email, Error, Language, NewActivity, Password,
+        PersonName, PhoneNumber, Principal, Result, TimeZone, User, UserId, UserStatus, Username,
+        parse_roles,
+    },
+    store::{self, tokens::NewActionToken, users::NewUser},
+};
+
+/// The largest CSV file accepted in one call.
+pub const MAX_FILE_BYTES: usize = 256 * 1024 * 1024;
+/// At most this many problems are listed (all are counted).
+const MAX_REPORTED_ERRORS: usize = 1_000;
+
+const COLUMNS: &[&str] = &[
+    "email",
+    "username",
+    "first_name",
+    "last_name",
+    "roles",
+    "password",
+    "password_hash",
+    "timezone",
+    "language",
+    "caller_id_name",
+    "caller_id_number",
+];
+
+/// How to import.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ImportOptions {
+    pub dry_run: bool,
+    pub skip_invalid_rows: bool,
+    pub suppress_emails: bool,
+}
+
+/// A problem with one cell or row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportError {
+    pub line: u64,
+    pub column: String,
+    pub message: String,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Default)]
+pub struct ImportReport {
+    pub rows: u64,
+    pub created: u64,
+    pub invalid: u64,
+    pub errors: Vec<ImportError>,
+    pub dry_run: bool,
+}
+
+/// A row that parsed.
+struct Row {
+    line: u64,
+    user: User,
+    password: Option<Password>,
+    password_hash: Option<String>,
+}
+
+enum Secret {
+    None,
+    Password(Password),
+    Hash(String),
+}
+
+impl App {
+    /// Validates every row, then (unless a dry run, or rows are bad and not to be skipped) creates
+    /// the users in multi-row statements and queues their activation or invitation emails.
+    pub async fn import_users(
+        &self,
+        principal: &Principal,
+        csv: &[u8],
+        options: ImportOptions,
+        client: &ClientInfo,
+    ) -> Result<ImportReport> {
+        policy::authorize(principal, Action::ImportUsers)?;
+        let now = self.clock.now();
+        let mut report = ImportReport {
+            dry_run: options.dry_run,
+            ..Default::default()
+        };
+        let mut errors = Vec::new();
+        let mut rows = parse(principal, csv, now, &mut report, &mut errors)?;
+
+        // Logins already taken in the account.
+        let emails: Vec<String> = rows
+            .iter()
+            .map(|row| row.user.email.as_str().to_owned())
+            .collect();
+        let usernames: Vec<String> = rows
+            .iter()
+            .map(|row| row.user.username.as_str().to_owned())
+            .collect();
+        let (taken_emails, taken_usernames) =
+            store::users::taken_logins(self.store.db(), principal.tenant_id, &emails, &usernames)
+                .await?;
+        rows.retain(|row| {
+            let (column, taken) = if taken_emails.contains(row.user.email.as_str()) {
+                ("email", true)
+            } else if taken_usernames.contains(row.user.username.as_str()) {
+                ("username", true)
+            } else {
+                ("", false)
+            };
+            if taken {
+                errors.push(ImportError {
+                    line: row.line,
+                    column: column.into(),
+                    message: format!("{column} is already taken in this account"),
+                });
+            }
+            !taken
+        });
+
+        let mut bad_lines: Vec<u64> = errors.iter().map(|e| e.line).collect();
+        bad_lines.sort_unstable();
+        bad_lines.dedup();
+        report.invalid = bad_lines.len() as u64;
+        errors.sort_by_key(|e| e.line);
+        errors.truncate(MAX_REPORTED_ERRORS);
+        report.errors = errors;
+        if options.dry_run || (report.invalid > 0 && !options.skip_invalid_rows) || rows.is_empty()
+        {
+            return Ok(report);
+        }
+
+        // Hash clear-text passwords, as many at once as the hasher allows.
+        let hashes = futures::future::try_join_all(rows.iter().map(|row| async {
+            match &row.password {
+                Some(password) => self.passwords.hash(password.expose()).await.map(Some),
+                None => Ok(row.password_hash.clone()),
+            }
+        }))
+        .await?;
+
+        let tenant = store::tenants::get(self.store.db(), principal.tenant_id)
+            .await?
+            .ok_or(Error::NotFound("account"))?;
+        let ttl = self.policies.activation_ttl;
+        let mut new_users = Vec::with_capacity(rows.len());
+        let mut new_tokens = Vec::with_capacity(rows.len());
+        let mut mails = Vec::new();
+        for (row, password_hash) in rows.into_iter().zip(hashes) {
+            let purpose = if password_hash.is_some() {
+                PURPOSE_ACTIVATION
+            } else {
+                PURPOSE_INVITATION
+            };
+            let token = tokens::random_secret();
+            if !options.suppress_emails {
+                let mail = activation_mail(
+                    &self.link("activate", &token),
+                    &tenant,
+                    &row.user,
+                    purpose,
+                    ttl.num_hours().max(1),
+                );
+                mails.push((mail.to, mail.subject, mail.body));
+            }
+            new_tokens.push(NewActionToken {
+                user_id: row.user.id,
+                purpose,
+                token_hash: tokens::token_hash(&token),
+            });
+            new_users.push(NewUser {
+                user: row.user,
+                password_hash,
+                secrets: Default::default(),
+            });
+        }
+
+        let tx = self.store.begin().await?;
+        store::users::insert_many(&tx, principal.tenant_id, &new_users).await?;
+        store::tokens::insert_many(&tx, principal.tenant_id, &new_tokens, now, now + ttl).await?;
+        store::outbox::enqueue_many(&tx, Some(principal.tenant_id), &mails, now).await?;
+        report.created = new_users.len() as u64;
+        self.record(
+            &tx,
+            NewActivity {
+                tenant_id: principal.tenant_id,
+                actor: Some(principal.user_id),
+                action: "users.imported",
+                target_type: Some("users"),
+                target_id: None,
+                client: client.clone(),
+                details: json!({ "rows": report.rows, "created": report.created, "invalid": report.invalid }),
+            },
+        )
+        .await?;
+        store::commit(tx).await?;
+        self.mail_queued();
+        tracing::info!(tenant_id = %principal.tenant_id, created = report.created, "users imported");
+        Ok(report)
+    }
+}
+
+/// Parses and checks every row, collecting problems; returns the rows that are good so far.
+fn parse(
+    principal: &Principal,
+    csv: &[u8],
+    now: chrono::DateTime<chrono::Utc>,
+    report: &mut ImportReport,
+    errors: &mut Vec<ImportError>,
+) -> Result<Vec<Row>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .flexible(false)
+        .from_reader(csv);
+    let headers: Vec<String> = reader
+        .headers()
+        .map_err(|err| {
+            Error::invalid(
+                "csv_chunk",
+                format!("line 1: cannot read the header: {err}"),
+            )
+        })?
+        .iter()
+        .map(|h| h.trim().trim_start_matches('\u{feff}').to_lowercase())
+        .collect();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut header_errors = Vec::new();
+    for (position, name) in headers.iter().enumerate() {
+        match COLUMNS.iter().find(|known| **known == name) {
+            Some(known) if index.insert(known, position).is_some() => {
+                header_errors.push(format!("column {name:?} appears twice"));
+            }
+            Some(_) => {}
+            None => header_errors.push(format!(
+                "unknown column {name:?} (known: {})",
+                COLUMNS.join(", ")
+            )),
+        }
+    }
+    if !index.contains_key("email") {
+        header_errors.push("the email column is required".into());
+    }
+    if !header_errors.is_empty() {
+        return Err(Error::invalid(
+            "csv_chunk",
+            format!("line 1: {}", header_errors.join("; ")),
+        ));
+    }
+
+    let mut rows = Vec::new();
+    let mut seen_emails: HashMap<String, u64> = HashMap::new();
+    let mut seen_usernames: HashMap<String, u64> = HashMap::new();
+    for record in reader.records() {
+        report.rows += 1;
+        let record = match record {
+            Ok(record) => record,
+            Err(err) => {
+                let line = err.position().map_or(0, |p| p.line());
+                errors.push(ImportError {
+                    line,
+                    column: String::new(),
+                    message: err.to_string(),
+                });
+                continue;
+            }
+        };
+        let line = record.position().map_or(report.rows + 1, |p| p.line());
+        let cell = |name: &str| index.get(name).and_then(|i| record.get(*i)).unwrap_or("");
+        let mut problems: Vec<(&'static str, String)> = Vec::new();
+        let mut check = |column: &'static str, result: std::result::Result<(), String>| {
+            if let Err(message) = result {
+                problems.push((column, message));
+            }
+        };
+        let message = |err: Error| match err {
+            Error::InvalidArgument(violations) => violations
+                .into_iter()
+                .map(|v| v.description)
+                .collect::<Vec<_>>()
+                .join("; "),
+            other => other.to_string(),
+        };
+
+        let email = Email::parse("email", cell("email")).map_err(message);
+        let username = if cell("username").is_empty() {
+            email
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|e| Username::parse("username", e.as_str()).map_err(message))
+        } else {
+            Username::parse("username", cell("username")).map_err(message)
+        };
+        let first_name = PersonName::parse("first_name", cell("first_name")).map_err(message);
+        let last_name = PersonName::parse("last_name", cell("last_name")).map_err(message);
+        let role_keys: Vec<String> = cell("roles")
+            .split(';')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let roles = parse_roles("roles", &role_keys)
+            .map_err(message)
+            .and_then(|roles| {
+                if roles.is_empty() {
+                    Err("assign at least one role".to_owned())
+                } else if roles.iter().any(|r| r == BuiltinRole::Admin.key()) && !principal.is_owner
+                {
+                    Err("only the account owner grants the Admin role".to_owned())
+                } else {
+                    Ok(roles)
+                }
+            });
+        let secret = match (cell("password"), cell("password_hash")) {
+            ("", "") => Ok(Secret::None),
+            (password, "") => Password::parse("password", password)
+                .map(Secret::Password)
+                .map_err(message),
+            ("", hash) => check_imported_hash(hash)
+                .map(|()| Secret::Hash(hash.to_owned()))
+                .map_err(str::to_owned),
+            _ => Err("give either password or password_hash, not both".to_owned()),
+        };
+        let optional = |name: &str| Some(cell(name)).filter(|v| !v.is_empty());
+        let timezone = optional("timezone")
+            .map(|v| TimeZone::parse("timezone", v).map_err(message))
+            .transpose();
+        let language = optional("language")
+            .map(|v| Language::parse("language", v).map_err(message))
+            .transpose();
+        let caller_id_number = optional("caller_id_number")
+            .map(|v| PhoneNumber::parse("caller_id_number", v).map_err(message))
+            .transpose();
+        let caller_id_name = optional("caller_id_name").map(str::to_owned);
+        if caller_id_name
+            .as_ref()
+            .is_some_and(|n| n.chars().count() > 64)
+        {
+            check(
+                "caller_id_name",
+                Err("must be at most 64 characters".into()),
+            );
+        }
+        check("email", email.as_ref().map(|_| ()).map_err(Clone::clone));
+        check(
+            "username",
+            username.as_ref().map(|_| ()).map_err(Clone::clone),
+        );
+        check(
+            "first_name",
+            first_name.as_ref().map(|_| ()).map_err(Clone::clone),
+        );
+        check(
+            "last_name",
+            last_name.as_ref().map(|_| ()).map_err(Clone::clone),
+        );
+        check("roles", roles.as_ref().map(|_| ()).map_err(Clone::clone));
+        check(
+            if cell("password").is_empty() {
+                "password_hash"
+            } else {
+                "password"
+            },
+            secret.as_ref().map(|_| ()).map_err(Clone::clone),
+        );
+        check(
+            "timezone",
+            timezone.as_ref().map(|_| ()).map_err(Clone::clone),
+        );
+        check(
+            "language",
+            language.as_ref().map(|_| ()).map_err(Clone::clone),
+        );
+        check(
+            "caller_id_number",
+            caller_id_number.as_ref().map(|_| ()).map_err(Clone::clone),
+        );
+
+        if let Ok(email) = &email
+            && let Some(first) = seen_emails.insert(email.as_str().to_owned(), line)
+        {
+            problems.push(("email", format!("duplicates line {first}")));
+        }
+        if let Ok(username) = &username
+            && let Some(first) = seen_usernames.insert(username.as_str().to_owned(), line)
+        {
+            problems.push(("username", format!("duplicates line {first}")));
+        }
+        if !problems.is_empty() {
+            errors.extend(problems.into_iter().map(|(column, message)| ImportError {
+                line,
+                column: column.into(),
+                message,
+            }));
+            continue;
+        }
+        let (
+            Ok(email),
+            Ok(username),
+            Ok(first_name),
+            Ok(last_name),
+            Ok(roles),
+            Ok(secret),
+            Ok(timezone),
+            Ok(language),
+            Ok(caller_id_number),
+        ) = (
+            email,
+            username,
+            first_name,
+            last_name,
+            roles,
+            secret,
+            timezone,
+            language,
+            caller_id_number,
+        )
+        else {
+            continue;
+        };
+        let has_profile = timezone.is_some()
+            || language.is_some()
+            || caller_id_name.is_some()
+            || caller_id_number.is_some();
+        let dialer_profile = has_profile.then(|| DialerProfile {
+            timezone,
+            language,
+            caller_id_name,
+            caller_id_number,
+            active: true,
+            ..Default::default()
+        });
+        let (password, password_hash) = match secret {
+            Secret::None => (None, None),
+            Secret::Password(password) => (Some(password), None),
+            Secret::Hash(hash) => (None, Some(hash)),
+        };
+        rows.push(Row {
+            line,
+            user: User {
+                id: UserId::new(),
+                tenant_id: principal.tenant_id,
+                email,
+                username,
+                first_name,
+                last_name,
+                status: UserStatus::PendingConfirmation,
+                roles,
+                is_owner: false,
+                password_change_required: false,
+                dialer_profile,
+                caldav_token_set: false,
+                pbx_password_set: false,
+                created_at: now,
+                updated_at: now,
+                last_login_at: None,
+            },
+            password,
+            password_hash,
+        });
+    }
+    Ok(rows)
+}

@@ -1,0 +1,696 @@
+//! The user lifecycle: create, read, list, update, delete, deactivate, reactivate, invitations,
+//! password resets and ownership transfer.
+
+use ipnet::IpNet;
+use rand::{Rng, seq::SliceRandom};
+use serde_json::json;
+
+use super::{
+    App,
+    auth::{PURPOSE_ACTIVATION, PURPOSE_INVITATION},
+    policy::{self, Action, EditScope, UserAction},
+};
+use crate::{
+    model::{
+        AutoDial, ClientInfo, DialerProfile, Email, Error, Extension, Language, NewActivity,
+        Password, PersonName, PhoneNumber, Principal, ProfileSecrets, Result, SipSettings,
+        TenantId, TimeZone, User, UserId, UserPageRequest, UserStatus, Username,
+    },
+    store::{self, users::NewUser},
+};
+
+/// A parsed CreateUser request.
+#[derive(Debug, Clone)]
+pub struct CreateUser {
+    pub email: Email,
+    pub username: Option<Username>,
+    pub first_name: PersonName,
+    pub last_name: PersonName,
+    pub roles: Vec<String>,
+    pub password: Option<Password>,
+    pub dialer_profile: Option<DialerProfile>,
+    pub secrets: ProfileSecrets,
+    pub return_activation_token: bool,
+}
+
+/// A partial update: only the named parts are applied.
+#[derive(Debug, Clone, Default)]
+pub struct UserPatch {
+    pub email: Option<Email>,
+    pub username: Option<Username>,
+    pub first_name: Option<PersonName>,
+    pub last_name: Option<PersonName>,
+    pub roles: Option<Vec<String>>,
+    /// Changes to the Dialer profile, applied in order onto the current one.
+    pub profile: Vec<ProfileField>,
+    /// New write-only secrets; `None` keeps the stored ones.
+    pub secrets: ProfileSecrets,
+    /// The field paths, for the activity record.
+    pub paths: Vec<String>,
+}
+
+/// One change to a Dialer profile.
+#[derive(Debug, Clone)]
+pub enum ProfileField {
+    /// Replace (or, with `None`, remove) the whole profile.
+    Whole(Option<DialerProfile>),
+    OauthEmail(Option<Email>),
+    CaldavToken,
+    Active(bool),
+    AssignLeads(bool),
+    ExtendedIpAcl(bool),
+    AllowedNetworks(Vec<IpNet>),
+    AutoDial(AutoDial),
+    CallerIdName(Option<String>),
+    CallerIdNumber(Option<PhoneNumber>),
+    VirtualExtension(Option<Extension>),
+    TimeZone(Option<TimeZone>),
+    Language(Option<Language>),
+    TenantSuperuser(bool),
+    Sip(SipSettings),
+}
+
+impl ProfileField {
+    /// What the change touches, for authorization.
+    fn scope(&self) -> EditScope {
+        match self {
+            Self::TimeZone(_) | Self::Language(_) => EditScope::OwnProfile,
+            Self::CallerIdName(_) | Self::CallerIdNumber(_) | Self::Sip(_) => EditScope::Telephony,
+            _ => EditScope::Account,
+        }
+    }
+
+    fn apply(self, profile: &mut Option<DialerProfile>) {
+        if let Self::Whole(whole) = self {
+            *profile = whole;
+            return;
+        }
+        let profile = profile.get_or_insert_with(DialerProfile::default);
+        match self {
+            Self::Whole(_) | Self::CaldavToken => {}
+            Self::OauthEmail(value) => profile.oauth_email = value,
+            Self::Active(value) => profile.active = value,
+            Self::AssignLeads(value) => profile.assign_leads = value,
+            Self::ExtendedIpAcl(value) => profile.extended_ip_acl = value,
+            Self::AllowedNetworks(value) => profile.allowed_networks = value,
+            Self::AutoDial(value) => profile.auto_dial = value,
+            Self::CallerIdName(value) => profile.caller_id_name = value,
+            Self::CallerIdNumber(value) => profile.caller_id_number = value,
+            Self::VirtualExtension(value) => profile.virtual_extension = value,
+            Self::TimeZone(value) => profile.timezone = value,
+            Self::Language(value) => profile.language = value,
+            Self::TenantSuperuser(value) => profile.tenant_superuser = value,
+            Self::Sip(value) => profile.sip = value,
+        }
+    }
+}
+
+/// What happens to the former owner in a transfer.
+#[derive(Debug, Clone)]
+pub enum FormerOwner {
+    /// Keeps these roles.
+    Roles(Vec<String>),
+    /// Is deleted.
+    Delete,
+}
+
+/// A page of users.
+#[derive(Debug, Clone)]
+pub struct UserPage {
+    pub users: Vec<User>,
+    pub more: bool,
+    pub total_size: Option<u64>,
+}
+
+/// A random temporary password that satisfies the policy.
+pub fn temporary_password() -> String {
+    const UPPER: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ";
+    const LOWER: &[u8] = b"abcdefghijkmnpqrstuvwxyz";
+    const DIGITS: &[u8] = b"23456789";
+    let mut rng = rand::rng();
+    let all: Vec<u8> = [UPPER, LOWER, DIGITS].concat();
+    let mut chars: Vec<u8> = vec![
+        UPPER[rng.random_range(0..UPPER.len())],
+        LOWER[rng.random_range(0..LOWER.len())],
+        DIGITS[rng.random_range(0..DIGITS.len())],
+    ];
+    chars.extend((0..13).map(|_| all[rng.random_range(0..all.len())]));
+    chars.shuffle(&mut rng);
+    String::from_utf8(chars).unwrap_or_default()
+}
+
+impl App {
+    /// Loads a user of the principal's account: another account's user is NOT_FOUND.
+    pub(crate) async fn target(&self, tenant_id: TenantId, user_id: UserId) -> Result<User> {
+        store::users::get(self.store.db(), tenant_id, user_id)
+            .await?
+            .ok_or(Error::NotFound("user"))
+    }
+
+    /// Ends every session and access token of `users` at once (here and, through the revocation
+    /// list, on the next call).
+    pub(crate) async fn end_all_sessions(
+        &self,
+        tx: &store::Tx,
+        tenant_id: TenantId,
+        users: &[UserId],
+        reason: &str,
+    ) -> Result<Vec<(UserId, i64)>> {
+        let now = self.clock.now();
+        store::sessions::revoke_for_users(tx, tenant_id, users, reason, now).await?;
+        store::users::bump_token_generation(tx, tenant_id, users, now).await
+    }
+
+    /// Applies revocations to the in-memory list after their transaction committed.
+    pub(crate) fn revoked(&self, revoked: Vec<(UserId, i64)>) {
+        self.tokens
+            .revocations()
+            .revoke_users(revoked, self.clock.now());
+    }
+
+    /// Creates a user and mails their activation (with a password) or invitation (without).
+    pub async fn create_user(
+        &self,
+        principal: &Principal,
+        request: CreateUser,
+        client: &ClientInfo,
+    ) -> Result<(User, Option<String>)> {
+        policy::authorize(principal, Action::CreateUsers)?;
+        policy::authorize_role_change(principal, &request.roles, &[])?;
+        if request.roles.is_empty() {
+            return Err(Error::invalid("roles", "assign at least one role"));
+        }
+        let password_hash = match &request.password {
+            Some(password) => Some(self.passwords.hash(password.expose()).await?),
+            None => None,
+        };
+        let now = self.clock.now();
+        let tenant = store::tenants::get(self.store.db(), principal.tenant_id)
+            .await?
+            .ok_or(Error::NotFound("account"))?;
+        let username = match request.username {
+            Some(username) => username,
+            None => Username::parse("username", request.email.as_str())?,
+        };
+        let user = User {
+            id: UserId::new(),
+            tenant_id: principal.tenant_id,
+            email: request.email,
+            username,
+            first_name: request.first_name,
+            last_name: request.last_name,
+            status: UserStatus::PendingConfirmation,
+            roles: request.roles,
+            is_owner: false,
+            password_change_required: false,
+            caldav_token_set: request.secrets.caldav_token.is_some(),
+            pbx_password_set: request.secrets.pbx_password.is_some(),
+            dialer_profile: request.dialer_profile,
+            created_at: now,
+            updated_at: now,
+            last_login_at: None,
+        };
+        let purpose = if password_hash.is_some() {
+            PURPOSE_ACTIVATION
+        } else {
+            PURPOSE_INVITATION
+        };
+        let tx = self.store.begin().await?;
+        store::users::insert(
+            &tx,
+            &NewUser {
+                user: user.clone(),
+                password_hash,
+                secrets: request.secrets,
+            },
+        )
+        .await?;
+        let token = self
+            .issue_activation(
+                &tx,
+                &tenant,
+                &user,
+                purpose,
+                !request.return_activation_token,
+            )
+            .await?;
+        self.record(
+            &tx,
+            NewActivity::on_user(
+                principal.tenant_id,
+                Some(principal.user_id),
+                "user.created",
+                user.id,
+                client,
+            )
+            .with_details(json!({ "roles": user.roles, "invited": purpose == PURPOSE_INVITATION })),
+        )
+        .await?;
+        store::commit(tx).await?;
+        self.mail_queued();
+        Ok((user, request.return_activation_token.then_some(token)))
+    }
+
+    /// One user: anyone may read themself; other users need `users.read`.
+    pub async fn get_user(&self, principal: &Principal, user_id: UserId) -> Result<User> {
+        if user_id != principal.user_id {
+            policy::authorize(principal, Action::ReadUsers)?;
+        } else {
+            policy::authorize(principal, Action::ReadSelf)?;
+        }
+        self.target(principal.tenant_id, user_id).await
+    }
+
+    /// A page of the account's users; without `users.read` the caller sees only themself.
+    pub async fn list_users(
+        &self,
+        principal: &Principal,
+        mut page: UserPageRequest,
+        include_total: bool,
+    ) -> Result<UserPage> {
+        if policy::authorize(principal, Action::ReadUsers).is_err() {
+            policy::authorize(principal, Action::ReadSelf)?;
+            page.filter.ids = Some(vec![principal.user_id]);
+        }
+        let db = self.store.db();
+        let (users, more) = store::users::list(db, principal.tenant_id, &page).await?;
+        let total_size = if include_total {
+            Some(store::users::count(db, principal.tenant_id, &page.filter).await?)
+        } else {
+            None
+        };
+        Ok(UserPage {
+            users,
+            more,
+            total_size,
+        })
+    }
+
+    /// Applies a partial update.
+    pub async fn update_user(
+        &self,
+        principal: &Principal,
+        user_id: UserId,
+        patch: UserPatch,
+        client: &ClientInfo,
+    ) -> Result<User> {
+        let target = self.target(principal.tenant_id, user_id).await?;
+        let mut scopes: Vec<EditScope> = patch.profile.iter().map(ProfileField::scope).collect();
+        if patch.email.is_some() || patch.username.is_some() {
+            scopes.push(EditScope::Account);
+        }
+        if patch.first_name.is_some() || patch.last_name.is_some() {
+            scopes.push(EditScope::OwnProfile);
+        }
+        if patch.roles.is_some() {
+            scopes.push(EditScope::Roles);
+        }
+        for scope in scopes {
+            policy::authorize_on_user(principal, UserAction::Edit(scope), &target, None)?;
+        }
+        let mut updated = target.clone();
+        let roles_changed = match &patch.roles {
+            Some(roles) if *roles != target.roles => {
+                let added: Vec<String> = roles
+                    .iter()
+                    .filter(|r| !target.roles.contains(r))
+                    .cloned()
+                    .collect();
+                let removed: Vec<String> = target
+                    .roles
+                    .iter()
+                    .filter(|r| !roles.contains(r))
+                    .cloned()
+                    .collect();
+                policy::authorize_role_change(principal, &added, &removed)?;
+                if roles.is_empty() && !target.is_owner {
+                    return Err(Error::invalid(
+                        "user.roles",
+                        "a user needs at least one role",
+                    ));
+                }
+                updated.roles = roles.clone();
+                true
+            }
+            _ => false,
+        };
+        if let Some(email) = patch.email {
+            updated.email = email;
+        }
+        if let Some(username) = patch.username {
+            updated.username = username;
+        }
+        if let Some(first_name) = patch.first_name {
+            updated.first_name = first_name;
+        }
+        if let Some(last_name) = patch.last_name {
+            updated.last_name = last_name;
+        }
+        for field in patch.profile {
+            field.apply(&mut updated.dialer_profile);
+        }
+        if let Some(profile) = &updated.dialer_profile
+            && profile.extended_ip_acl
+            && profile.allowed_networks.is_empty()
+        {
+            return Err(Error::invalid(
+                "user.dialer_profile.allowed_networks",
+                "the extended IP ACL needs at least one allowed network",
+            ));
+        }
+        let now = self.clock.now();
+        updated.updated_at = now;
+        let tx = self.store.begin().await?;
+        store::users::update(&tx, &updated, &patch.secrets, now).await?;
+        let mut revoked = Vec::new();
+        if roles_changed {
+            store::users::set_roles(&tx, principal.tenant_id, user_id, &updated.roles).await?;
+            // Permissions travel in access tokens: old tokens must go so the change bites at once.
+            revoked =
+                store::users::bump_token_generation(&tx, principal.tenant_id, &[user_id], now)
+                    .await?;
+        }
+        self.record(
+            &tx,
+            NewActivity::on_user(
+                principal.tenant_id,
+                Some(principal.user_id),
+                "user.updated",
+                user_id,
+                client,
+            )
+            .with_details(json!({ "fields": patch.paths })),
+        )
+        .await?;
+        store::commit(tx).await?;
+        self.revoked(revoked);
+        self.target(principal.tenant_id, user_id).await
+    }
+
+    /// Deletes a user; their sessions end at once and `user.deleted` tells lead owners.
+    pub async fn delete_user(
+        &self,
+        principal: &Principal,
+        user_id: UserId,
+        client: &ClientInfo,
+    ) -> Result<()> {
+        let target = self.target(principal.tenant_id, user_id).await?;
+        policy::authorize_on_user(principal, UserAction::Delete, &target, None)?;
+        let tx = self.store.begin().await?;
+        self.record(&tx, deleted_record(principal, &target, client))
+            .await?;
+        store::users::delete(&tx, principal.tenant_id, &[user_id]).await?;
+        store::commit(tx).await?;
+        self.revoked(vec![(user_id, i64::MAX)]);
+        Ok(())
+    }
+
+    /// Makes a user INACTIVE and ends their sessions.
+    pub async fn deactivate_user(
+        &self,
+        principal: &Principal,
+        user_id: UserId,
+        client: &ClientInfo,
+    ) -> Result<User> {
+        let target = self.target(principal.tenant_id, user_id).await?;
+        policy::authorize_on_user(principal, UserAction::Deactivate, &target, None)?;
+        if target.status == UserStatus::Inactive {
+            return Err(Error::precondition(
+                "ALREADY_INACTIVE",
+                "the user is already inactive",
+            ));
+        }
+        let now = self.clock.now();
+        let tx = self.store.begin().await?;
+        store::users::set_status(
+            &tx,
+            principal.tenant_id,
+            &[user_id],
+            UserStatus::Inactive,
+            now,
+        )
+        .await?;
+        let revoked = self
+            .end_all_sessions(&tx, principal.tenant_id, &[user_id], "user_deactivated")
+            .await?;
+        self.record(
+            &tx,
+            NewActivity::on_user(
+                principal.tenant_id,
+                Some(principal.user_id),
+                "user.deactivated",
+                user_id,
+                client,
+            ),
+        )
+        .await?;
+        store::commit(tx).await?;
+        self.revoked(revoked);
+        self.target(principal.tenant_id, user_id).await
+    }
+
+    /// Makes an INACTIVE or LOCKED user ACTIVE.
+    pub async fn reactivate_user(
+        &self,
+        principal: &Principal,
+        user_id: UserId,
+        client: &ClientInfo,
+    ) -> Result<User> {
+        let target = self.target(principal.tenant_id, user_id).await?;
+        policy::authorize_on_user(principal, UserAction::Reactivate, &target, None)?;
+        if !matches!(target.status, UserStatus::Inactive | UserStatus::Locked) {
+            return Err(Error::precondition(
+                "NOT_INACTIVE",
+                "only an inactive or locked user can be reactivated",
+            ));
+        }
+        let tx = self.store.begin().await?;
+        store::users::set_status(
+            &tx,
+            principal.tenant_id,
+            &[user_id],
+            UserStatus::Active,
+            self.clock.now(),
+        )
+        .await?;
+        self.record(
+            &tx,
+            NewActivity::on_user(
+                principal.tenant_id,
+                Some(principal.user_id),
+                "user.reactivated",
+                user_id,
+                client,
+            ),
+        )
+        .await?;
+        store::commit(tx).await?;
+        self.target(principal.tenant_id, user_id).await
+    }
+
+    /// Sends a fresh activation or invitation to a pending user; older links stop working.
+    pub async fn resend_invitation(
+        &self,
+        principal: &Principal,
+        user_id: UserId,
+        return_token: bool,
+        client: &ClientInfo,
+    ) -> Result<Option<String>> {
+        let target = self.target(principal.tenant_id, user_id).await?;
+        policy::authorize_on_user(principal, UserAction::ResendInvitation, &target, None)?;
+        if target.status != UserStatus::PendingConfirmation {
+            return Err(Error::precondition(
+                "USER_NOT_PENDING",
+                "the user has already activated their account",
+            ));
+        }
+        let credentials =
+            store::users::get_credentials(self.store.db(), principal.tenant_id, user_id)
+                .await?
+                .ok_or(Error::NotFound("user"))?;
+        let purpose = if credentials.password_hash.is_some() {
+            PURPOSE_ACTIVATION
+        } else {
+            PURPOSE_INVITATION
+        };
+        let tenant = store::tenants::get(self.store.db(), principal.tenant_id)
+            .await?
+            .ok_or(Error::NotFound("account"))?;
+        let tx = self.store.begin().await?;
+        let token = self
+            .issue_activation(&tx, &tenant, &target, purpose, !return_token)
+            .await?;
+        self.record(
+            &tx,
+            NewActivity::on_user(
+                principal.tenant_id,
+                Some(principal.user_id),
+                "user.invitation_resent",
+                user_id,
+                client,
+            ),
+        )
+        .await?;
+        store::commit(tx).await?;
+        self.mail_queued();
+        Ok(return_token.then_some(token))
+    }
+
+    /// Sets a temporary password (returned once) and ends the user's sessions.
+    pub async fn reset_password(
+        &self,
+        principal: &Principal,
+        user_id: UserId,
+        require_change: bool,
+        client: &ClientInfo,
+    ) -> Result<String> {
+        let target = self.target(principal.tenant_id, user_id).await?;
+        let actor = self.target(principal.tenant_id, principal.user_id).await?;
+        policy::authorize_on_user(principal, UserAction::ResetPassword, &target, Some(&actor))?;
+        let temporary = temporary_password();
+        let hash = self.passwords.hash(&temporary).await?;
+        let now = self.clock.now();
+        let tx = self.store.begin().await?;
+        store::users::set_password_hash(
+            &tx,
+            principal.tenant_id,
+            user_id,
+            &hash,
+            require_change,
+            now,
+        )
+        .await?;
+        let revoked = self
+            .end_all_sessions(&tx, principal.tenant_id, &[user_id], "password_reset")
+            .await?;
+        self.record(
+            &tx,
+            NewActivity::on_user(
+                principal.tenant_id,
+                Some(principal.user_id),
+                "user.password_reset",
+                user_id,
+                client,
+            )
+            .with_details(json!({ "require_change": require_change })),
+        )
+        .await?;
+        store::commit(tx).await?;
+        self.revoked(revoked);
+        Ok(temporary)
+    }
+
+    /// Passes ownership to an active user; the former owner keeps the given roles or is deleted.
+    pub async fn transfer_ownership(
+        &self,
+        principal: &Principal,
+        new_owner: UserId,
+        former_owner: FormerOwner,
+        client: &ClientInfo,
+    ) -> Result<(User, Option<User>)> {
+        policy::authorize(principal, Action::TransferOwnership)?;
+        if new_owner == principal.user_id {
+            return Err(Error::invalid("new_owner_user_id", "is already the owner"));
+        }
+        let tenant = store::tenants::get(self.store.db(), principal.tenant_id)
+            .await?
+            .ok_or(Error::NotFound("account"))?;
+        if tenant.owner_user_id != Some(principal.user_id) {
+            // The token predates a transfer: the caller is no longer the owner.
+            return Err(Error::denied(
+                "OWNER_ONLY",
+                "only the account owner can transfer ownership",
+            ));
+        }
+        let successor = self.target(principal.tenant_id, new_owner).await?;
+        if successor.status != UserStatus::Active {
+            return Err(Error::precondition(
+                "NEW_OWNER_NOT_ACTIVE",
+                "the new owner must be an active user",
+            ));
+        }
+        let former = self.target(principal.tenant_id, principal.user_id).await?;
+        let now = self.clock.now();
+        let tx = self.store.begin().await?;
+        store::tenants::set_owner(&tx, principal.tenant_id, new_owner).await?;
+        let mut revoked = Vec::new();
+        match &former_owner {
+            FormerOwner::Roles(roles) => {
+                store::users::set_roles(&tx, principal.tenant_id, former.id, roles).await?;
+                revoked = store::users::bump_token_generation(
+                    &tx,
+                    principal.tenant_id,
+                    &[former.id, new_owner],
+                    now,
+                )
+                .await?;
+            }
+            FormerOwner::Delete => {
+                self.record(&tx, deleted_record(principal, &former, client))
+                    .await?;
+                store::users::delete(&tx, principal.tenant_id, &[former.id]).await?;
+                revoked.extend(
+                    store::users::bump_token_generation(
+                        &tx,
+                        principal.tenant_id,
+                        &[new_owner],
+                        now,
+                    )
+                    .await?,
+                );
+                revoked.push((former.id, i64::MAX));
+            }
+        }
+        self.record(
+            &tx,
+            NewActivity::on_user(
+                principal.tenant_id,
+                Some(principal.user_id),
+                "account.ownership_transferred",
+                new_owner,
+                client,
+            )
+            .with_details(json!({
+                "former_owner": former.id.to_string(),
+                "former_owner_deleted": matches!(former_owner, FormerOwner::Delete),
+            })),
+        )
+        .await?;
+        store::commit(tx).await?;
+        self.revoked(revoked);
+        let new_owner = self.target(principal.tenant_id, new_owner).await?;
+        let former = match former_owner {
+            FormerOwner::Roles(_) => Some(self.target(principal.tenant_id, former.id).await?),
+            FormerOwner::Delete => None,
+        };
+        Ok((new_owner, former))
+    }
+}
+
+/// The `user.deleted` record that tells lead-owning services to unassign the user's leads.
+pub(crate) fn deleted_record(
+    principal: &Principal,
+    target: &User,
+    client: &ClientInfo,
+) -> NewActivity {
+    NewActivity::on_user(
+        principal.tenant_id,
+        Some(principal.user_id),
+        "user.deleted",
+        target.id,
+        client,
+    )
+    .with_details(json!({ "email": target.email.as_str(), "unassign_leads": true }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_passwords_meet_the_policy_and_differ() {
+        let first = temporary_password();
+        assert!(Password::parse("password", &first).is_ok(), "{first}");
+        assert_ne!(first, temporary_password());
+    }
+}
