@@ -8,9 +8,10 @@ What it does, each check a named case (one PASS/FAIL line each, then `N passed, 
   * `roster descriptor --out DIR/roster.pb` writes a FileDescriptorSet that keeps google.api.http;
   * `roster serve` on a free loopback port with SQLite and a file mail outbox becomes SERVING;
   * grpcurl (reflection): list, grpc.health.v1.Health/Check, roster.v1.AuthService/SignUp;
-  * Envoy with deploy/envoy.yaml (ports and descriptor path rewritten into a copy) transcodes
-    HTTP/JSON: sign-up, activation link from the mailed .eml, activate, login, /v1/auth/me,
-    and refusals (wrong password -> 401, no token -> 401);
+  * Envoy with deploy/envoy.yaml (ports and descriptor path rewritten into a copy) passes native
+    gRPC through, answers 404 for unmapped paths, and transcodes HTTP/JSON: sign-up, activation
+    link from the mailed .eml, activate, login, /v1/auth/me, and refusals (wrong password -> 401
+    with a JSON google.rpc.Status body, no token -> 401);
   * a second server mails through SMTP to an aiosmtpd sink; a sign-up made with Python grpcio
     (message types found through server reflection) delivers the activation link there.
 
@@ -213,7 +214,6 @@ def start_server(name: str, roster_bin: str, tmp: Path, mail_url: str, db_name: 
         ROSTER_MAIL_URL=mail_url,
         ROSTER_PUBLIC_URL="http://localhost:8080",
     )
-    env.setdefault("RUST_LOG", "info")
     return Proc(name, [roster_bin, "serve"], tmp / f"{name}.log", env), addr
 
 
@@ -244,7 +244,7 @@ def grpcurl(grpcurl_bin: str, addr: str, *args: str, data: str | None = None) ->
     return r.stdout
 
 
-def http(method: str, url: str, body: dict | None = None, headers: dict | None = None) -> tuple[int, dict | str]:
+def http(method: str, url: str, body: dict | None = None, headers: dict | None = None) -> tuple[int, dict | str, dict]:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)
     if data is not None:
@@ -253,14 +253,15 @@ def http(method: str, url: str, body: dict | None = None, headers: dict | None =
         req.add_header(k, v)
     try:
         with urllib.request.urlopen(req, timeout=CALL_TIMEOUT) as resp:
-            status, raw = resp.status, resp.read()
+            status, raw, hdrs = resp.status, resp.read(), resp.headers
     except urllib.error.HTTPError as e:
-        status, raw = e.code, e.read()
+        status, raw, hdrs = e.code, e.read(), e.headers
     text = raw.decode(errors="replace")
+    heads = {k.lower(): v for k, v in hdrs.items()}
     try:
-        return status, json.loads(text) if text else {}
+        return status, (json.loads(text) if text else {}), heads
     except json.JSONDecodeError:
-        return status, text
+        return status, text, heads
 
 
 def expect_ok(what: str, status: int, body) -> dict:
@@ -500,7 +501,7 @@ def main() -> int:
         def envoy_signup():
             (gw,) = r.need("gw")
             s = unique_signup()
-            status, body = http("POST", gw + "/v1/auth/signup", s)
+            status, body, _ = http("POST", gw + "/v1/auth/signup", s)
             body = expect_ok("signup", status, body)
             check(body.get("tenantSlug") and body.get("userId"), f"signup answer: {body}")
             st["user"] = s
@@ -508,7 +509,7 @@ def main() -> int:
 
         def envoy_login_before_activation_refused():
             gw, s, slug = r.need("gw", "user", "slug")
-            status, body = http(
+            status, body, _ = http(
                 "POST", gw + "/v1/auth/login", {"tenant": slug, "login": s["email"], "password": s["password"]}
             )
             check(400 <= status < 500, f"login of a pending user: HTTP {status} {body!r}")
@@ -533,7 +534,7 @@ def main() -> int:
 
         def envoy_activate():
             gw, token, s = r.need("gw", "token", "user")
-            status, body = http("POST", gw + "/v1/auth/activate", {"token": token})
+            status, body, _ = http("POST", gw + "/v1/auth/activate", {"token": token})
             body = expect_ok("activate", status, body)
             user = body.get("user") or {}
             check(user.get("email") == s["email"], f"activated user: {body}")
@@ -541,7 +542,7 @@ def main() -> int:
 
         def envoy_login():
             gw, s, slug = r.need("gw", "user", "slug")
-            status, body = http(
+            status, body, _ = http(
                 "POST", gw + "/v1/auth/login", {"tenant": slug, "login": s["email"], "password": s["password"]}
             )
             body = expect_ok("login", status, body)
@@ -550,29 +551,50 @@ def main() -> int:
 
         def envoy_me():
             gw, s, slug, access = r.need("gw", "user", "slug", "access")
-            status, body = http("GET", gw + "/v1/auth/me", headers={"Authorization": f"Bearer {access}"})
+            status, body, _ = http("GET", gw + "/v1/auth/me", headers={"Authorization": f"Bearer {access}"})
             body = expect_ok("me", status, body)
             check((body.get("user") or {}).get("email") == s["email"], f"me.user: {body}")
             check((body.get("tenant") or {}).get("slug") == slug, f"me.tenant: {body}")
 
         def envoy_wrong_password_401():
             gw, s, slug = r.need("gw", "user", "slug")
-            status, body = http(
+            status, body, heads = http(
                 "POST", gw + "/v1/auth/login", {"tenant": slug, "login": s["email"], "password": PASSWORD + "x"}
             )
             check(status == 401, f"wrong password: HTTP {status} {body!r}")
+            check(not (isinstance(body, dict) and body.get("accessToken")), "a token came back")
+            st["refusal"] = (status, body, heads)
+
+        def envoy_refusal_has_json_status_body():
+            # convert_grpc_status turns grpc-status-details-bin into a google.rpc.Status JSON body,
+            # but only when every Any type in the details (google.rpc.ErrorInfo, BadRequest ...) is
+            # in the descriptor set; otherwise Envoy sends an empty body with content-type
+            # application/grpc.
+            ((_status, body, heads),) = r.need("refusal")
             check(
-                isinstance(body, dict) and body.get("code") == 16,
-                f"expected a google.rpc.Status body with code 16, got {body!r}",
+                isinstance(body, dict) and body.get("code") == 16 and body.get("message"),
+                f"expected a google.rpc.Status JSON body with code 16, got {body!r} "
+                f"(content-type {heads.get('content-type')!r}, grpc-status-details-bin "
+                f"{'present' if 'grpc-status-details-bin' in heads else 'absent'}); is "
+                f"google/rpc/error_details.proto in the `roster descriptor` set?",
             )
-            check("accessToken" not in body, "a token came back")
+            check(
+                heads.get("content-type", "").startswith("application/json"),
+                f"content-type {heads.get('content-type')!r}",
+            )
 
         def envoy_me_without_token_401():
             (gw,) = r.need("gw")
-            status, body = http("GET", gw + "/v1/auth/me")
+            status, body, _ = http("GET", gw + "/v1/auth/me")
             check(status == 401, f"/v1/auth/me without a token: HTTP {status} {body!r}")
 
+        def envoy_unknown_path_404():
+            (gw,) = r.need("gw")
+            status, body, _ = http("GET", gw + "/no/such/route")
+            check(status == 404, f"unknown path: HTTP {status} {body!r}")
+
         r.case("envoy passes native gRPC through (health check)", envoy_grpc_passthrough)
+        r.case("envoy answers 404 for an HTTP path no rule maps", envoy_unknown_path_404)
         r.case("envoy POST /v1/auth/signup creates an account", envoy_signup)
         r.case("envoy login before activation is refused with 4xx", envoy_login_before_activation_refused)
         r.case("activation email lands in the file outbox with a token link", activation_mail_written)
@@ -580,6 +602,7 @@ def main() -> int:
         r.case("envoy POST /v1/auth/login returns an access token", envoy_login)
         r.case("envoy GET /v1/auth/me with the bearer token shows the user", envoy_me)
         r.case("envoy login with a wrong password answers 401", envoy_wrong_password_401)
+        r.case("envoy refusal carries a JSON google.rpc.Status body", envoy_refusal_has_json_status_body)
         r.case("envoy GET /v1/auth/me without a token answers 401", envoy_me_without_token_401)
 
         # ---- SMTP ---------------------------------------------------------------------------------
