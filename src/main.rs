@@ -1,4 +1,4 @@
-//! The `roster` command: serve (default), migrate, descriptor, bench.
+//! The `roster` command: serve (default), migrate, descriptor, bench, import.
 
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
@@ -36,6 +36,8 @@ enum Command {
     },
     /// Drive load at a server (started here unless --addr) and print throughput, latency and memory.
     Bench(roster::bench::BenchArgs),
+    /// Create users from a CSV file through a running server's ImportUsers.
+    Import(roster::import_command::ImportArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +50,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    if let Some(Command::Import(args)) = &cli.command {
+        return roster::import_command::run(args);
     }
     if let Some(Command::Bench(args)) = &cli.command {
         return roster::bench::run(args);
