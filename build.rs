@@ -9,6 +9,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/roster/v1/common.proto",
         "proto/roster/v1/auth.proto",
         "proto/roster/v1/users.proto",
+        "proto/roster/v1/teams.proto",
+        "proto/roster/v1/roles.proto",
+        "proto/roster/v1/two_factor.proto",
+        "proto/roster/v1/sessions.proto",
+        "proto/roster/v1/activity.proto",
+        "proto/roster/v1/security.proto",
         // Not used by roster's messages, but described so that reflection clients and the Envoy
         // transcoder can decode the google.rpc error details every refusal carries.
         "proto/google/rpc/error_details.proto",

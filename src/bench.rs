@@ -69,15 +69,25 @@ pub struct BenchArgs {
     /// HTTP/2 connections the calls are spread over.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     pub connections: u32,
-    /// Measured time per RPC (and for the argon2 loop).
+    /// Measured time per RPC (and for the argon2 loop), over all rounds.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
     /// Unmeasured time before each measurement.
     #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
     pub warmup: Duration,
+    /// Rounds: each RPC and the argon2 loop are measured for `duration / rounds` in turn, round
+    /// after round, so that noise from other processes falls on all of them alike.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
     /// Threads of the client's runtime; 1 runs the client on a current-thread runtime.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub client_threads: u32,
+    /// RPCs to drive, comma-separated (default: all); ratios need `health` in the same run.
+    #[arg(long = "rpc", value_enum, value_delimiter = ',')]
+    pub rpcs: Vec<Rpc>,
+    /// Skip the raw argon2 loop.
+    #[arg(long)]
+    pub no_argon2: bool,
 }
 
 /// Runs the bench and prints its report; the process exit code.
@@ -117,11 +127,15 @@ pub fn run(args: &BenchArgs) -> ExitCode {
 }
 
 /// The RPCs the bench drives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Rpc {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Rpc {
+    /// `grpc.health.v1.Health/Check`, the baseline.
     Health,
+    /// `roster.v1.AuthService/ValidateToken`.
     ValidateToken,
+    /// `roster.v1.AuthService/WhoAmI`.
     WhoAmI,
+    /// `roster.v1.AuthService/Login`.
     Login,
 }
 
@@ -143,11 +157,13 @@ struct Fixture {
     login: pb::LoginRequest,
 }
 
-/// One RPC's measurement.
+/// One RPC's measurement, summed over rounds.
 struct Phase {
     rpc: Rpc,
     histogram: Histogram<u64>,
     window: Duration,
+    /// Calls per second of each round.
+    rates: Vec<f64>,
     errors: u64,
     first_error: Option<String>,
     server_cpu: Option<Duration>,
@@ -166,6 +182,53 @@ impl Phase {
     fn quantile_ms(&self, quantile: f64) -> f64 {
         self.histogram.value_at_quantile(quantile) as f64 / 1000.0
     }
+
+    /// Server plus client CPU per call.
+    fn cpu_per_call(&self) -> Option<Duration> {
+        let calls = u32::try_from(self.calls())
+            .ok()
+            .filter(|calls| *calls > 0)?;
+        Some((self.server_cpu? + self.client_cpu?) / calls)
+    }
+
+    /// Adds a later round of the same RPC.
+    fn absorb(&mut self, round: Phase) -> anyhow::Result<()> {
+        self.histogram.add(&round.histogram)?;
+        self.window += round.window;
+        self.rates.extend(round.rates);
+        self.errors += round.errors;
+        self.first_error = self.first_error.take().or(round.first_error);
+        self.server_cpu = add(self.server_cpu, round.server_cpu);
+        self.client_cpu = add(self.client_cpu, round.client_cpu);
+        Ok(())
+    }
+}
+
+/// The raw argon2 loop's measurement, summed over rounds.
+struct Bound {
+    verifications: u64,
+    window: Duration,
+    /// Verifications per second of each round.
+    rates: Vec<f64>,
+    /// CPU of this process during the measured windows.
+    cpu: Option<Duration>,
+}
+
+impl Bound {
+    fn rate(&self) -> f64 {
+        self.verifications as f64 / self.window.as_secs_f64()
+    }
+
+    fn absorb(&mut self, round: Bound) {
+        self.verifications += round.verifications;
+        self.window += round.window;
+        self.rates.extend(round.rates);
+        self.cpu = add(self.cpu, round.cpu);
+    }
+}
+
+fn add(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    Some(a? + b?)
 }
 
 /// What one worker saw.
@@ -182,6 +245,8 @@ struct Memory {
     after_setup: Option<u64>,
     after_load: Option<u64>,
     peak: Option<u64>,
+    /// Threads of the server after the load.
+    threads: Option<u64>,
 }
 
 /// The server the bench drives.
@@ -197,6 +262,7 @@ struct Target {
 async fn bench(args: BenchArgs) -> anyhow::Result<bool> {
     // The server reads its argon2 parameters and hash concurrency from the same environment.
     let settings = Settings::from_pairs(&[]).context("reading ROSTER_* settings")?;
+    let load_before = load_average();
     let mut memory = Memory::default();
     let mut starts: Vec<(String, Duration)> = Vec::new();
     let scratch = ScratchDir::new()?;
@@ -247,28 +313,55 @@ async fn bench(args: BenchArgs) -> anyhow::Result<bool> {
     if target.pid.is_some() {
         // Let the background tasks (mail sender, database watch) settle before calling it idle.
         tokio::time::sleep(Duration::from_secs(1)).await;
-        memory.idle = target.pid.and_then(|pid| proc_status_kib(pid, "VmRSS"));
+        memory.idle = target.pid.and_then(|pid| proc_status(pid, "VmRSS"));
     }
 
     let channels = connect(target.addr, args.connections).await?;
     let fixture = Arc::new(setup(&channels[0], &target.mail_dir).await?);
-    memory.after_setup = target.pid.and_then(|pid| proc_status_kib(pid, "VmRSS"));
-
-    let mut phases = Vec::new();
-    for rpc in [Rpc::Health, Rpc::ValidateToken, Rpc::WhoAmI, Rpc::Login] {
-        phases.push(drive(rpc, &args, &channels, &fixture, target.pid).await?);
-    }
-    memory.after_load = target.pid.and_then(|pid| proc_status_kib(pid, "VmRSS"));
-    memory.peak = target.pid.and_then(|pid| proc_status_kib(pid, "VmHWM"));
-    drop(channels);
+    memory.after_setup = target.pid.and_then(|pid| proc_status(pid, "VmRSS"));
 
     let argon2 = settings.argon2;
     let threads = settings.hash_concurrency;
-    let (warmup, duration) = (args.warmup, args.duration);
-    let bound =
-        tokio::task::spawn_blocking(move || argon2_bound(argon2, threads, warmup, duration))
+    let hashed = if args.no_argon2 {
+        None
+    } else {
+        let hashed = tokio::task::spawn_blocking(move || HashedPassword::new(argon2))
             .await
-            .context("the argon2 loop panicked")??;
+            .context("the argon2 hash panicked")??;
+        Some(Arc::new(hashed))
+    };
+    let selected: Vec<Rpc> = [Rpc::Health, Rpc::ValidateToken, Rpc::WhoAmI, Rpc::Login]
+        .into_iter()
+        .filter(|rpc| args.rpcs.is_empty() || args.rpcs.contains(rpc))
+        .collect();
+    let slice = args.duration / args.rounds;
+    let mut phases: Vec<Phase> = Vec::new();
+    let mut bound: Option<Bound> = None;
+    for _ in 0..args.rounds {
+        for &rpc in &selected {
+            let round = drive(rpc, &args, slice, &channels, &fixture, target.pid).await?;
+            match phases.iter_mut().find(|phase| phase.rpc == rpc) {
+                Some(phase) => phase.absorb(round)?,
+                None => phases.push(round),
+            }
+        }
+        // Right after Login, so that both see the same machine.
+        if let Some(hashed) = &hashed {
+            let (hashed, warmup) = (hashed.clone(), args.warmup);
+            let round =
+                tokio::task::spawn_blocking(move || argon2_round(&hashed, threads, warmup, slice))
+                    .await
+                    .context("the argon2 loop panicked")??;
+            match &mut bound {
+                Some(bound) => bound.absorb(round),
+                None => bound = Some(round),
+            }
+        }
+    }
+    memory.after_load = target.pid.and_then(|pid| proc_status(pid, "VmRSS"));
+    memory.peak = target.pid.and_then(|pid| proc_status(pid, "VmHWM"));
+    memory.threads = target.pid.and_then(|pid| proc_status(pid, "Threads"));
+    drop(channels);
 
     if let Some(process) = target.process.take() {
         process.stop().await?;
@@ -282,7 +375,8 @@ async fn bench(args: BenchArgs) -> anyhow::Result<bool> {
         phases: &phases,
         argon2,
         threads,
-        bound,
+        bound: bound.as_ref(),
+        load: (load_before, load_average()),
     };
     print!("{}", report.render());
     Ok(phases.iter().all(|phase| phase.errors == 0))
@@ -527,16 +621,18 @@ fn link_token(text: &str) -> Option<String> {
     (!token.is_empty()).then_some(token)
 }
 
-/// Drives `rpc` with `--concurrency` workers spread round-robin over `channels`.
+/// Drives `rpc` for one round of `slice` (after the warm-up) with `--concurrency` workers spread
+/// round-robin over `channels`.
 async fn drive(
     rpc: Rpc,
     args: &BenchArgs,
+    slice: Duration,
     channels: &[Channel],
     fixture: &Arc<Fixture>,
     pid: Option<u32>,
 ) -> anyhow::Result<Phase> {
     let measure_start = Instant::now() + args.warmup;
-    let measure_end = measure_start + args.duration;
+    let measure_end = measure_start + slice;
     let workers: Vec<_> = (0..args.concurrency as usize)
         .map(|index| {
             let channel = channels[index % channels.len()].clone();
@@ -571,13 +667,15 @@ async fn drive(
         // The CPU samples are taken when this task gets the thread, which may be late under load:
         // scale to the nominal window.
         let (before, after) = (before?, after?);
-        let scale = args.duration.as_secs_f64() / actual_window.as_secs_f64().max(1e-3);
+        let scale = slice.as_secs_f64() / actual_window.as_secs_f64().max(1e-3);
         Some(after.saturating_sub(before).mul_f64(scale))
     };
+    let rate = histogram.len() as f64 / slice.as_secs_f64();
     Ok(Phase {
         rpc,
         histogram,
-        window: args.duration,
+        window: slice,
+        rates: vec![rate],
         errors,
         first_error,
         server_cpu: delta(server_before, server_after),
@@ -648,6 +746,7 @@ async fn call(
             let answer = auth
                 .validate_token(pb::ValidateTokenRequest {
                     token: fixture.access_token.clone(),
+                    client_address: String::new(),
                 })
                 .await
                 .map_err(status)?;
@@ -669,31 +768,43 @@ async fn call(
     Ok(())
 }
 
-/// Verifications per second of a raw argon2id loop on `threads` threads with the server's
-/// parameters: the most Login can do on this machine.
-fn argon2_bound(
-    settings: Argon2Settings,
+/// A password and its hash with the server's parameters, for the raw argon2 loop.
+struct HashedPassword {
+    params: argon2::Params,
+    stored: String,
+}
+
+impl HashedPassword {
+    fn new(settings: Argon2Settings) -> anyhow::Result<Self> {
+        let params = argon2::Params::new(
+            settings.memory_kib,
+            settings.iterations,
+            settings.parallelism,
+            None,
+        )
+        .map_err(|err| anyhow!("argon2 parameters: {err}"))?;
+        let stored = hash_blocking(&params, PASSWORD)?;
+        Ok(Self { params, stored })
+    }
+}
+
+/// One round of the raw argon2id loop: verifications on `threads` threads with the server's
+/// parameters, the most Login can do on this machine. Blocks for `warmup + slice`.
+fn argon2_round(
+    hashed: &HashedPassword,
     threads: usize,
     warmup: Duration,
-    duration: Duration,
-) -> anyhow::Result<f64> {
-    let params = argon2::Params::new(
-        settings.memory_kib,
-        settings.iterations,
-        settings.parallelism,
-        None,
-    )
-    .map_err(|err| anyhow!("argon2 parameters: {err}"))?;
-    let stored = hash_blocking(&params, PASSWORD)?;
+    slice: Duration,
+) -> anyhow::Result<Bound> {
     let measure_start = Instant::now() + warmup;
-    let measure_end = measure_start + duration;
-    let counts = std::thread::scope(|scope| {
+    let measure_end = measure_start + slice;
+    let (counts, cpu) = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads.max(1))
             .map(|_| {
                 scope.spawn(|| {
                     let mut done = 0u64;
                     while Instant::now() < measure_end {
-                        if !verify_blocking(&params, PASSWORD, &stored).matches {
+                        if !verify_blocking(&hashed.params, PASSWORD, &hashed.stored).matches {
                             return Err(anyhow!("argon2 verification failed"));
                         }
                         let finished = Instant::now();
@@ -705,20 +816,44 @@ fn argon2_bound(
                 })
             })
             .collect();
-        handles
+        std::thread::sleep(measure_start.saturating_duration_since(Instant::now()));
+        let before = cpu_time(std::process::id());
+        std::thread::sleep(measure_end.saturating_duration_since(Instant::now()));
+        let cpu = cpu_time(std::process::id())
+            .zip(before)
+            .map(|(after, before)| after.saturating_sub(before));
+        let counts = handles
             .into_iter()
             .map(|handle| {
                 handle
                     .join()
                     .map_err(|_| anyhow!("an argon2 thread panicked"))?
             })
-            .collect::<anyhow::Result<Vec<u64>>>()
+            .collect::<anyhow::Result<Vec<u64>>>();
+        counts.map(|counts| (counts, cpu))
     })?;
-    Ok(counts.iter().sum::<u64>() as f64 / duration.as_secs_f64())
+    let verifications = counts.iter().sum::<u64>();
+    Ok(Bound {
+        verifications,
+        window: slice,
+        rates: vec![verifications as f64 / slice.as_secs_f64()],
+        cpu,
+    })
 }
 
-/// A `kB` line of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in KiB.
-fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
+/// The 1, 5 and 15 minute load averages of the machine.
+fn load_average() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    Some(
+        text.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+/// The number on a line of `/proc/<pid>/status`: KiB for `VmRSS` and `VmHWM`, a count for `Threads`.
+fn proc_status(pid: u32, key: &str) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     text.lines()
         .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
@@ -749,7 +884,10 @@ struct Report<'a> {
     phases: &'a [Phase],
     argon2: Argon2Settings,
     threads: usize,
-    bound: f64,
+    /// The raw argon2 loop; `None` when skipped.
+    bound: Option<&'a Bound>,
+    /// Load averages before and after the run, to judge how noisy the machine was.
+    load: (Option<String>, Option<String>),
 }
 
 /// Met, missed, or not measured in this run.
@@ -768,6 +906,31 @@ fn megabytes(kib: Option<u64>) -> String {
     )
 }
 
+fn percent(ratio: Option<f64>) -> String {
+    ratio.map_or_else(|| "n/a".to_owned(), |r| format!("{:.1}%", r * 100.0))
+}
+
+/// The smallest and largest of per-round ratios, as `min-max%`.
+fn spread(ratios: impl Iterator<Item = f64>) -> String {
+    let (low, high) = ratios.fold((f64::INFINITY, f64::NEG_INFINITY), |(low, high), r| {
+        (low.min(r), high.max(r))
+    });
+    if low.is_finite() && high.is_finite() {
+        format!("{:.0}-{:.0}%", low * 100.0, high * 100.0)
+    } else {
+        "n/a".to_owned()
+    }
+}
+
+/// Per-round ratios of `rates` to `bases`.
+fn round_ratios<'a>(rates: &'a [f64], bases: &'a [f64]) -> impl Iterator<Item = f64> + 'a {
+    rates
+        .iter()
+        .zip(bases)
+        .filter(|(_, base)| **base > 0.0)
+        .map(|(rate, base)| rate / base)
+}
+
 impl Report<'_> {
     fn phase(&self, rpc: Rpc) -> Option<&Phase> {
         self.phases.iter().find(|phase| phase.rpc == rpc)
@@ -775,12 +938,22 @@ impl Report<'_> {
 
     fn ratio_to_health(&self, rpc: Rpc) -> Option<f64> {
         let base = self.phase(Rpc::Health)?.rate();
-        (base > 0.0).then(|| self.phase(rpc).map(|phase| phase.rate() / base))?
+        let rate = self.phase(rpc)?.rate();
+        (base > 0.0).then_some(rate / base)
+    }
+
+    /// Health/Check's CPU per call over this RPC's: the throughput ratio a machine busy with
+    /// nothing else would show, since client and server then share the cores by CPU cost.
+    fn cpu_ratio_to_health(&self, rpc: Rpc) -> Option<f64> {
+        let base = self.phase(Rpc::Health)?.cpu_per_call()?;
+        let cost = self.phase(rpc)?.cpu_per_call()?;
+        (!cost.is_zero()).then(|| base.as_secs_f64() / cost.as_secs_f64())
     }
 
     fn login_ratio(&self) -> Option<f64> {
         let login = self.phase(Rpc::Login)?.rate();
-        (self.bound > 0.0).then_some(login / self.bound)
+        let bound = self.bound?.rate();
+        (bound > 0.0).then_some(login / bound)
     }
 
     fn render(&self) -> String {
@@ -792,81 +965,91 @@ impl Report<'_> {
         } else {
             format!("{}-thread runtime", args.client_threads)
         };
+        let na = || "n/a".to_owned();
         let _ = writeln!(out, "roster bench");
         let _ = writeln!(out, "  server:   {}", self.target.description);
         let _ = writeln!(
             out,
-            "  load:     {} calls in flight over {} HTTP/2 connections, {:?} per RPC after {:?} \
-             warm-up; client on a {client}; {cores} cores shared by client and server",
-            args.concurrency, args.connections, args.duration, args.warmup
+            "  load:     {} calls in flight over {} HTTP/2 connections; {:?} per RPC in {} rounds, \
+             each after {:?} of warm-up",
+            args.concurrency, args.connections, args.duration, args.rounds, args.warmup
+        );
+        let _ = writeln!(
+            out,
+            "  machine:  {cores} cores shared by the client (a {client}) and the server; load \
+             average {} before, {} after",
+            self.load.0.clone().unwrap_or_else(na),
+            self.load.1.clone().unwrap_or_else(na)
         );
         let _ = writeln!(out);
         for (label, took) in self.starts {
             let _ = writeln!(out, "{label:<40} {:>8.1} ms", took.as_secs_f64() * 1000.0);
         }
+        let memory = [
+            ("resident memory, idle", self.memory.idle),
+            ("resident memory, after setup", self.memory.after_setup),
+            ("resident memory, after load", self.memory.after_load),
+            ("resident memory, peak (VmHWM)", self.memory.peak),
+        ];
+        for (label, kib) in memory {
+            let _ = writeln!(out, "{label:<40} {:>11}", megabytes(kib));
+        }
         let _ = writeln!(
             out,
             "{:<40} {:>11}",
-            "resident memory, idle",
-            megabytes(self.memory.idle)
-        );
-        let _ = writeln!(
-            out,
-            "{:<40} {:>11}",
-            "resident memory, after setup",
-            megabytes(self.memory.after_setup)
-        );
-        let _ = writeln!(
-            out,
-            "{:<40} {:>11}",
-            "resident memory, after load",
-            megabytes(self.memory.after_load)
-        );
-        let _ = writeln!(
-            out,
-            "{:<40} {:>11}",
-            "resident memory, peak (VmHWM)",
-            megabytes(self.memory.peak)
+            "server threads, after load",
+            self.memory
+                .threads
+                .map_or_else(na, |threads| threads.to_string())
         );
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "{:<36} {:>8} {:>9} {:>8} {:>8} {:>9} {:>11} {:>11} {:>6}",
+            "{:<36} {:>7} {:>8} {:>7} {:>7} {:>7} {:>8} {:>7} {:>7} {:>7} {:>6}",
             "RPC",
             "calls",
             "calls/s",
             "p50 ms",
             "p99 ms",
-            "vs Health",
-            "server us/c",
-            "client us/c",
+            "/Health",
+            "rounds",
+            "srv us",
+            "cli us",
+            "by CPU",
             "errors"
         );
+        let health_rates = self
+            .phase(Rpc::Health)
+            .map(|phase| phase.rates.as_slice())
+            .unwrap_or_default();
         for phase in self.phases {
             let per_call = |cpu: Option<Duration>| {
-                cpu.filter(|_| phase.calls() > 0).map_or_else(
-                    || "n/a".to_owned(),
-                    |cpu| format!("{:.0}", cpu.as_secs_f64() * 1e6 / phase.calls() as f64),
-                )
+                cpu.filter(|_| phase.calls() > 0).map_or_else(na, |cpu| {
+                    format!("{:.0}", cpu.as_secs_f64() * 1e6 / phase.calls() as f64)
+                })
             };
-            let ratio = self.ratio_to_health(phase.rpc).map_or_else(
-                || "n/a".to_owned(),
-                |ratio| format!("{:.1}%", ratio * 100.0),
-            );
             let _ = writeln!(
                 out,
-                "{:<36} {:>8} {:>9.1} {:>8.2} {:>8.2} {:>9} {:>11} {:>11} {:>6}",
+                "{:<36} {:>7} {:>8.0} {:>7.2} {:>7.2} {:>7} {:>8} {:>7} {:>7} {:>7} {:>6}",
                 phase.rpc.name(),
                 phase.calls(),
                 phase.rate(),
                 phase.quantile_ms(0.5),
                 phase.quantile_ms(0.99),
-                ratio,
+                percent(self.ratio_to_health(phase.rpc)),
+                spread(round_ratios(&phase.rates, health_rates)),
                 per_call(phase.server_cpu),
                 per_call(phase.client_cpu),
+                percent(self.cpu_ratio_to_health(phase.rpc)),
                 phase.errors
             );
         }
+        let _ = writeln!(
+            out,
+            "  /Health: throughput as a share of Health/Check's; rounds: its range over the \
+             rounds;\n  srv us, cli us: server and client CPU per call; by CPU: Health/Check's \
+             CPU per call over this RPC's"
+        );
         for phase in self.phases {
             if let Some(err) = &phase.first_error {
                 let _ = writeln!(out, "  first error of {}: {err}", phase.rpc.name());
@@ -875,21 +1058,39 @@ impl Report<'_> {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "raw argon2id bound (m={} KiB, t={}, p={}, {} threads): {:.1} verifications/s; \
-             Login = {}",
+            "raw argon2id bound (m={} KiB, t={}, p={}, {} threads): {}",
             self.argon2.memory_kib,
             self.argon2.iterations,
             self.argon2.parallelism,
             self.threads,
-            self.bound,
-            self.login_ratio()
-                .map_or_else(|| "n/a".to_owned(), |r| format!("{:.1}%", r * 100.0))
+            self.bound.map_or_else(
+                || "skipped".to_owned(),
+                |bound| {
+                    let cpu =
+                        bound
+                            .cpu
+                            .filter(|_| bound.verifications > 0)
+                            .map_or_else(na, |cpu| {
+                                format!(
+                                    "{:.1}",
+                                    cpu.as_secs_f64() * 1e3 / bound.verifications as f64
+                                )
+                            });
+                    format!("{:.1} verifications/s, {cpu} ms CPU each", bound.rate())
+                }
+            ),
         );
+        if let (Some(login), Some(bound)) = (self.phase(Rpc::Login), self.bound) {
+            let _ = writeln!(
+                out,
+                "Login: {:.1} calls/s = {} of the bound (rounds {})",
+                login.rate(),
+                percent(self.login_ratio()),
+                spread(round_ratios(&login.rates, &bound.rates))
+            );
+        }
         let _ = writeln!(out);
         let _ = writeln!(out, "targets:");
-        let percent = |ratio: Option<f64>| {
-            ratio.map_or_else(|| "n/a".to_owned(), |r| format!("{:.1}%", r * 100.0))
-        };
         let validate = self.ratio_to_health(Rpc::ValidateToken);
         let who = self.ratio_to_health(Rpc::WhoAmI);
         let login = self.login_ratio();
@@ -901,33 +1102,30 @@ impl Report<'_> {
         let lines = [
             (
                 validate.map(|r| r >= 0.70),
-                "ValidateToken >= 70% of Health/Check throughput".to_owned(),
+                "ValidateToken >= 70% of Health/Check throughput",
                 percent(validate),
             ),
             (
                 who.map(|r| r >= 0.50),
-                "WhoAmI >= 50% of Health/Check throughput".to_owned(),
+                "WhoAmI >= 50% of Health/Check throughput",
                 percent(who),
             ),
             (
                 login.map(|r| r >= 0.90),
-                "Login >= 90% of the raw argon2 bound".to_owned(),
+                "Login >= 90% of the raw argon2 bound",
                 percent(login),
             ),
             (
                 self.memory
                     .idle
                     .map(|kib| (kib as f64 * 1024.0 / 1e6) < 50.0),
-                "idle resident memory < 50 MB".to_owned(),
+                "idle resident memory < 50 MB",
                 megabytes(self.memory.idle),
             ),
             (
                 existing.map(|took| took < Duration::from_secs(1)),
-                "start to SERVING < 1 s on an existing database".to_owned(),
-                existing.map_or_else(
-                    || "n/a".to_owned(),
-                    |took| format!("{:.1} ms", took.as_secs_f64() * 1000.0),
-                ),
+                "start to SERVING < 1 s on an existing database",
+                existing.map_or_else(na, |took| format!("{:.1} ms", took.as_secs_f64() * 1000.0)),
             ),
         ];
         for (met, target, value) in lines {
@@ -950,8 +1148,16 @@ mod tests {
     }
 
     #[test]
+    fn spreads_show_the_lowest_and_highest_ratio() {
+        let ratios: Vec<f64> = round_ratios(&[50.0, 90.0, 70.0], &[100.0, 100.0, 0.0]).collect();
+        assert_eq!(ratios, vec![0.5, 0.9]);
+        assert_eq!(spread(ratios.into_iter()), "50-90%");
+        assert_eq!(spread(std::iter::empty()), "n/a");
+    }
+
+    #[test]
     fn process_figures_of_this_process_are_readable() {
-        assert!(proc_status_kib(std::process::id(), "VmRSS").is_some_and(|kib| kib > 0));
+        assert!(proc_status(std::process::id(), "VmRSS").is_some_and(|kib| kib > 0));
         assert!(cpu_time(std::process::id()).is_some());
     }
 }

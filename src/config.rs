@@ -80,6 +80,22 @@ pub struct SettingsArgs {
     /// database so that every replica shares it.
     #[arg(long, env = "ROSTER_TOKEN_SIGNING_KEY", hide_env_values = true)]
     pub token_signing_key: Option<String>,
+    /// Failed passwords or second-factor codes in a row that lock a user.
+    #[arg(long, env = "ROSTER_LOCKOUT_THRESHOLD", default_value = "5")]
+    pub lockout_threshold: String,
+    /// How long a lockout lasts unless an admin lifts it sooner.
+    #[arg(long, env = "ROSTER_LOCKOUT_COOLDOWN", default_value = "15m")]
+    pub lockout_cooldown: String,
+    /// Login-type calls (Login, CompleteLogin, SignUp, activation, password reset) per client
+    /// address and minute; more answer RESOURCE_EXHAUSTED before any password is hashed.
+    #[arg(long, env = "ROSTER_LOGIN_RATE_PER_MINUTE", default_value = "120")]
+    pub login_rate_per_minute: String,
+    /// Lifetime of "forgot password" links.
+    #[arg(long, env = "ROSTER_PASSWORD_RESET_TTL", default_value = "1h")]
+    pub password_reset_ttl: String,
+    /// How long the challenge of a two-factor login waits for its code.
+    #[arg(long, env = "ROSTER_TWO_FACTOR_CHALLENGE_TTL", default_value = "5m")]
+    pub two_factor_challenge_ttl: String,
 }
 
 /// Log output format.
@@ -109,6 +125,11 @@ pub struct Settings {
     pub max_concurrent_requests: usize,
     pub trusted_proxies: Vec<IpNet>,
     pub token_signing_key: Option<Secret>,
+    pub lockout_threshold: u32,
+    pub lockout_cooldown: Duration,
+    pub login_rate_per_minute: u32,
+    pub password_reset_ttl: Duration,
+    pub two_factor_challenge_ttl: Duration,
 }
 
 /// A setting that could not be used.
@@ -314,6 +335,31 @@ impl TryFrom<SettingsArgs> for Settings {
             )?,
             trusted_proxies,
             token_signing_key,
+            lockout_threshold: positive(
+                "ROSTER_LOCKOUT_THRESHOLD",
+                "lockout-threshold",
+                &args.lockout_threshold,
+            )?,
+            lockout_cooldown: duration(
+                "ROSTER_LOCKOUT_COOLDOWN",
+                "lockout-cooldown",
+                &args.lockout_cooldown,
+            )?,
+            login_rate_per_minute: positive(
+                "ROSTER_LOGIN_RATE_PER_MINUTE",
+                "login-rate-per-minute",
+                &args.login_rate_per_minute,
+            )?,
+            password_reset_ttl: duration(
+                "ROSTER_PASSWORD_RESET_TTL",
+                "password-reset-ttl",
+                &args.password_reset_ttl,
+            )?,
+            two_factor_challenge_ttl: duration(
+                "ROSTER_TWO_FACTOR_CHALLENGE_TTL",
+                "two-factor-challenge-ttl",
+                &args.two_factor_challenge_ttl,
+            )?,
         })
     }
 }

@@ -13,12 +13,18 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tower_http::trace::TraceLayer;
 
 use crate::{
-    api::{ApiContext, AuthApi, UserApi, pb},
+    api::{
+        ActivityApi, ApiContext, AttemptLimiter, AuthApi, RoleApi, SecurityApi, SessionApi,
+        TeamApi, TwoFactorApi, UserApi, pb,
+    },
     config::Settings,
     domain::{
         App, Policies,
+        activity::ActivityFeed,
+        lockout::LoginGuard,
         mail::{MailTransport, OutboxSender},
         passwords::PasswordHasher,
+        replication::{self, PostgresReplication},
         tokens::{Revocations, TokenIssuer, random_secret},
     },
     model::Clock,
@@ -26,7 +32,16 @@ use crate::{
 };
 
 /// Names of the services reported by gRPC health.
-const SERVICES: &[&str] = &["roster.v1.AuthService", "roster.v1.UserService"];
+const SERVICES: &[&str] = &[
+    "roster.v1.AuthService",
+    "roster.v1.UserService",
+    "roster.v1.TeamService",
+    "roster.v1.RoleService",
+    "roster.v1.TwoFactorService",
+    "roster.v1.SessionService",
+    "roster.v1.ActivityService",
+    "roster.v1.SecurityService",
+];
 
 /// Connects to the database, applies migrations and returns the store.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
@@ -66,30 +81,37 @@ pub async fn build_app(
     let access_ttl = chrono(settings.access_token_ttl);
     let revocations = Arc::new(Revocations::default());
     // Revocations younger than an access token must survive a restart.
-    for (session, at) in store::sessions::revoked_since(store.db(), now - access_ttl).await? {
-        revocations.revoke_session(session, at);
-    }
-    for (user, generation, at) in
-        store::users::tokens_revoked_since(store.db(), now - access_ttl).await?
-    {
-        revocations.revoke_user(user, generation, at);
-    }
-    for user in store::activity::targets_since(store.db(), "user.deleted", now - access_ttl).await?
-    {
-        revocations.revoke_user(crate::model::UserId(user), i64::MAX, now);
-    }
-    Ok(App {
+    replication::load_revocations(&store, &revocations, now - access_ttl, now).await?;
+    let app = App {
         tokens: TokenIssuer::new(key, access_ttl, revocations)?,
         passwords: PasswordHasher::new(settings.argon2, settings.hash_concurrency)?,
         policies: Arc::new(Policies {
             refresh_ttl: chrono(settings.refresh_token_ttl),
             activation_ttl: chrono(settings.activation_ttl),
             public_url: settings.public_url.clone(),
+            lockout_threshold: settings.lockout_threshold,
+            lockout_cooldown: chrono(settings.lockout_cooldown),
+            password_reset_ttl: chrono(settings.password_reset_ttl),
+            challenge_ttl: chrono(settings.two_factor_challenge_ttl),
         }),
         store,
         clock,
         mail_wake: Arc::new(Notify::new()),
-    })
+        feed: Arc::new(ActivityFeed::default()),
+        guard: Arc::new(LoginGuard::default()),
+    };
+    // Role changes younger than an access token must keep overriding the roles inside tokens.
+    let mut changed: std::collections::HashMap<crate::model::TenantId, Vec<crate::model::UserId>> =
+        std::collections::HashMap::new();
+    for (tenant, user, _) in
+        store::users::roles_changed_since(app.store.db(), now - access_ttl).await?
+    {
+        changed.entry(tenant).or_default().push(user);
+    }
+    for (tenant, users) in changed {
+        app.regrant(tenant, &users).await?;
+    }
+    Ok(app)
 }
 
 /// Serves on `listener` until `shutdown` resolves, then finishes in-flight calls and stops the
@@ -103,6 +125,22 @@ pub async fn serve(
     let store = open_store(&settings).await?;
     let app = build_app(&settings, store.clone(), clock.clone()).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
+
+    // Replicas sharing PostgreSQL hear each other's revocations and activity; the listener is
+    // listening before the server serves, so nothing written after that is missed.
+    let replication_task = if store.is_postgres() {
+        let replication =
+            PostgresReplication::connect(&app, settings.database_url.expose()).await?;
+        tokio::spawn(replication.run(app.clone(), stop_rx.clone()))
+    } else {
+        tokio::spawn(replication::tail_sqlite(app.clone(), stop_rx.clone()))
+    };
+    // Live watches end as soon as shutdown begins, so that they do not hold it up.
+    let feed = app.feed.clone();
+    let shutdown = async move {
+        shutdown.await;
+        feed.close();
+    };
 
     let transport = MailTransport::from_url(&settings.mail_url).map_err(anyhow::Error::msg)?;
     let sender = OutboxSender {
@@ -130,7 +168,9 @@ pub async fn serve(
     let ctx = ApiContext {
         app,
         trusted_proxies: Arc::new(settings.trusted_proxies.clone()),
+        attempts: Arc::new(AttemptLimiter::new(settings.login_rate_per_minute)),
     };
+    let limiter_task = tokio::spawn(prune_attempts(ctx.clone(), stop_rx.clone()));
     let limit = settings.max_message_bytes;
     let auth = pb::auth_service_server::AuthServiceServer::new(AuthApi::new(ctx.clone()))
         .max_decoding_message_size(limit)
@@ -139,6 +179,29 @@ pub async fn serve(
     let users = pb::user_service_server::UserServiceServer::new(UserApi::new(ctx.clone()))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
+
+    let teams = pb::team_service_server::TeamServiceServer::new(TeamApi::new(ctx.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let roles = pb::role_service_server::RoleServiceServer::new(RoleApi::new(ctx.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let two_factor =
+        pb::two_factor_service_server::TwoFactorServiceServer::new(TwoFactorApi::new(ctx.clone()))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit);
+    let sessions =
+        pb::session_service_server::SessionServiceServer::new(SessionApi::new(ctx.clone()))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit);
+    let activity =
+        pb::activity_service_server::ActivityServiceServer::new(ActivityApi::new(ctx.clone()))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit);
+    let security =
+        pb::security_service_server::SecurityServiceServer::new(SecurityApi::new(ctx.clone()))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit);
 
     let trace = TraceLayer::new_for_grpc()
         .make_span_with(|request: &http::Request<_>| {
@@ -181,12 +244,24 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(auth)
         .add_service(users)
+        .add_service(teams)
+        .add_service(roles)
+        .add_service(two_factor)
+        .add_service(sessions)
+        .add_service(activity)
+        .add_service(security)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
 
     tracing::info!("roster stopping");
     let _ = stop_tx.send(true);
-    let _ = tokio::join!(sender_task, health_task, prune_task);
+    let _ = tokio::join!(
+        sender_task,
+        health_task,
+        prune_task,
+        replication_task,
+        limiter_task
+    );
     store.close().await;
     result.map_err(Into::into)
 }
@@ -240,7 +315,20 @@ async fn prune_revocations(app: App, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep(Duration::from_secs(60)) => {}
             _ = stop.changed() => return,
         }
-        let horizon = app.clock.now() - app.tokens.access_ttl() - chrono::Duration::seconds(5);
+        let now = app.clock.now();
+        let horizon = now - app.tokens.access_ttl() - chrono::Duration::seconds(5);
         app.tokens.revocations().prune(horizon);
+        app.guard.prune(now, app.policies.lockout_cooldown);
+    }
+}
+
+/// Forgets the rate-limit state of addresses that have been quiet.
+async fn prune_attempts(ctx: ApiContext, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+            _ = stop.changed() => return,
+        }
+        ctx.attempts.prune();
     }
 }

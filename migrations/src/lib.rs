@@ -7,6 +7,8 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_foundation;
 mod m20261122_000002_user_profiles;
+mod m20261122_000003_teams_roles;
+mod m20261122_000010_security;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -17,6 +19,8 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_foundation::Migration),
             Box::new(m20261122_000002_user_profiles::Migration),
+            Box::new(m20261122_000003_teams_roles::Migration),
+            Box::new(m20261122_000010_security::Migration),
         ]
     }
 }

@@ -4,8 +4,10 @@ use tonic::{Request, Response, Status};
 
 use super::{ApiContext, convert::timestamp, pb};
 use crate::{
-    domain::auth::{SessionTokens, SignUp},
-    model::{AccountName, Email, Login, Password, PersonName, Result, TenantRef, Violations},
+    domain::auth::{LoginOutcome, SessionTokens, SignUp},
+    model::{
+        AccountName, Email, Error, Login, Password, PersonName, Result, TenantRef, Violations,
+    },
 };
 
 /// The AuthService implementation.
@@ -63,6 +65,25 @@ impl From<SessionTokens> for pb::LoginResponse {
             user: Some(tokens.user.into()),
             session_id: tokens.session_id.to_string(),
             refresh_token_expires_at: Some(timestamp(tokens.refresh_token_expires_at)),
+            second_factor_required: false,
+            challenge: String::new(),
+            challenge_expires_at: None,
+            two_factor_enrollment_required: tokens.two_factor_enrollment_required,
+        }
+    }
+}
+
+impl From<LoginOutcome> for pb::LoginResponse {
+    fn from(outcome: LoginOutcome) -> Self {
+        match outcome {
+            LoginOutcome::Session(tokens) => tokens.into(),
+            LoginOutcome::SecondFactorRequired(challenge) => Self {
+                user: Some(challenge.user.into()),
+                second_factor_required: true,
+                challenge: challenge.token,
+                challenge_expires_at: Some(timestamp(challenge.expires_at)),
+                ..Default::default()
+            },
         }
     }
 }
@@ -73,6 +94,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
         &self,
         request: Request<pb::SignUpRequest>,
     ) -> Result<Response<pb::SignUpResponse>, Status> {
+        self.ctx.limit_attempts(&request)?;
         let client = self.ctx.client(&request);
         let sign_up = SignUp::try_from(request.into_inner())?;
         let created = self.ctx.app.sign_up(sign_up, &client).await?;
@@ -87,6 +109,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
         &self,
         request: Request<pb::ActivateAccountRequest>,
     ) -> Result<Response<pb::ActivateAccountResponse>, Status> {
+        self.ctx.limit_attempts(&request)?;
         let client = self.ctx.client(&request);
         let request = request.into_inner();
         let password = if request.password.is_empty() {
@@ -108,6 +131,8 @@ impl pb::auth_service_server::AuthService for AuthApi {
         &self,
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
+        // Before anything is parsed or hashed.
+        self.ctx.limit_attempts(&request)?;
         let client = self.ctx.client(&request);
         let request = request.into_inner();
         let mut violations = Violations::default();
@@ -120,15 +145,90 @@ impl pb::auth_service_server::AuthService for AuthApi {
         let (Some(tenant), Some(login)) = (tenant, login) else {
             return Err(Status::internal("login parse left a field unset"));
         };
-        let tokens = self
+        let outcome = self
             .ctx
             .app
             .login(&tenant, &login, &request.password, &client)
+            .await?;
+        let user = match &outcome {
+            LoginOutcome::Session(tokens) => &tokens.user,
+            LoginOutcome::SecondFactorRequired(challenge) => &challenge.user,
+        };
+        tracing::Span::current().record("tenant_id", tracing::field::display(user.tenant_id));
+        tracing::Span::current().record("user_id", tracing::field::display(user.id));
+        Ok(Response::new(outcome.into()))
+    }
+
+    async fn complete_login(
+        &self,
+        request: Request<pb::CompleteLoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        self.ctx.limit_attempts(&request)?;
+        let client = self.ctx.client(&request);
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        if request.challenge.trim().is_empty() {
+            violations.check::<()>(Err(Error::invalid("challenge", "is required")));
+        }
+        let code = request.code.trim();
+        if code.is_empty() {
+            violations.check::<()>(Err(Error::invalid("code", "is required")));
+        } else if code.len() > 64 {
+            violations.check::<()>(Err(Error::invalid("code", "must be at most 64 characters")));
+        }
+        violations.finish()?;
+        let tokens = self
+            .ctx
+            .app
+            .complete_login(&request.challenge, code, &client)
             .await?;
         tracing::Span::current()
             .record("tenant_id", tracing::field::display(tokens.user.tenant_id));
         tracing::Span::current().record("user_id", tracing::field::display(tokens.user.id));
         Ok(Response::new(tokens.into()))
+    }
+
+    async fn request_password_reset(
+        &self,
+        request: Request<pb::RequestPasswordResetRequest>,
+    ) -> Result<Response<pb::RequestPasswordResetResponse>, Status> {
+        self.ctx.limit_attempts(&request)?;
+        let client = self.ctx.client(&request);
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        let tenant = violations.check(TenantRef::parse("tenant", &request.tenant));
+        let email = violations.check(Email::parse("email", &request.email));
+        violations.finish()?;
+        let (Some(tenant), Some(email)) = (tenant, email) else {
+            return Err(Status::internal("password reset parse left a field unset"));
+        };
+        // Answered before anything is looked up: the same answer, in the same time, whether or
+        // not the email exists.
+        self.ctx.app.request_password_reset(tenant, email, client);
+        Ok(Response::new(pb::RequestPasswordResetResponse {}))
+    }
+
+    async fn reset_password_with_token(
+        &self,
+        request: Request<pb::ResetPasswordWithTokenRequest>,
+    ) -> Result<Response<pb::ResetPasswordWithTokenResponse>, Status> {
+        self.ctx.limit_attempts(&request)?;
+        let client = self.ctx.client(&request);
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        if request.token.trim().is_empty() {
+            violations.check::<()>(Err(Error::invalid("token", "is required")));
+        }
+        let password = violations.check(Password::parse("new_password", &request.new_password));
+        violations.finish()?;
+        let Some(password) = password else {
+            return Err(Status::internal("password parse left a field unset"));
+        };
+        self.ctx
+            .app
+            .reset_password_with_token(&request.token, password, &client)
+            .await?;
+        Ok(Response::new(pb::ResetPasswordWithTokenResponse {}))
     }
 
     async fn refresh_session(
@@ -162,9 +262,21 @@ impl pb::auth_service_server::AuthService for AuthApi {
         &self,
         request: Request<pb::ValidateTokenRequest>,
     ) -> Result<Response<pb::ValidateTokenResponse>, Status> {
-        let token = request.into_inner().token;
+        let request = request.into_inner();
+        let token = request.token;
+        let address = request.client_address.trim();
+        let verified = if address.is_empty() {
+            self.ctx.app.authenticate(token.trim())
+        } else {
+            match address.parse::<std::net::IpAddr>() {
+                Ok(address) => self.ctx.app.authenticate_from(token.trim(), Some(address)),
+                Err(_) => {
+                    return Err(Error::invalid("client_address", "is not an IP address").into());
+                }
+            }
+        };
         // An invalid token is an answer, not an error.
-        let response = match self.ctx.app.authenticate(token.trim()) {
+        let response = match verified {
             Ok(principal) => pb::ValidateTokenResponse {
                 valid: true,
                 principal: Some((&principal).into()),

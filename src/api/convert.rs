@@ -4,8 +4,41 @@ use chrono::{DateTime, Utc};
 
 use super::pb;
 use crate::model::{
-    AutoDial, DialerProfile, PbxExtension, Principal, SipSettings, Tenant, User, UserStatus,
+    AutoDial, DialerProfile, Membership, PbxExtension, Principal, SipSettings, TeamKind, TeamRole,
+    Tenant, User, UserStatus,
 };
+
+/// A team kind as its enum.
+pub fn team_kind(kind: TeamKind) -> pb::TeamKind {
+    match kind {
+        TeamKind::Team => pb::TeamKind::Team,
+        TeamKind::Department => pb::TeamKind::Department,
+        TeamKind::Desk => pb::TeamKind::Desk,
+        TeamKind::SkillGroup => pb::TeamKind::SkillGroup,
+        TeamKind::Space => pb::TeamKind::Space,
+    }
+}
+
+/// A team role as its enum.
+pub fn team_role(role: TeamRole) -> pb::TeamRole {
+    match role {
+        TeamRole::Member => pb::TeamRole::Member,
+        TeamRole::Supervisor => pb::TeamRole::Supervisor,
+        TeamRole::Manager => pb::TeamRole::Manager,
+    }
+}
+
+/// A membership as its message.
+pub fn membership(membership: Membership) -> pb::TeamMembership {
+    pb::TeamMembership {
+        team_id: membership.team_id.to_string(),
+        team_name: membership.team_name,
+        team_kind: team_kind(membership.team_kind) as i32,
+        user_id: membership.user_id.to_string(),
+        role: team_role(membership.role) as i32,
+        added_at: Some(timestamp(membership.added_at)),
+    }
+}
 
 /// A protobuf timestamp.
 pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
@@ -45,6 +78,8 @@ impl From<User> for pb::User {
                 dialer_profile(profile, user.caldav_token_set, user.pbx_password_set)
             }),
             updated_at: Some(timestamp(user.updated_at)),
+            tags: user.tags,
+            memberships: user.memberships.into_iter().map(membership).collect(),
         }
     }
 }
@@ -147,11 +182,7 @@ impl From<&Principal> for pb::Principal {
             user_id: principal.user_id.to_string(),
             session_id: principal.session_id.to_string(),
             roles: principal.roles.clone(),
-            permissions: principal
-                .permissions()
-                .into_iter()
-                .map(str::to_owned)
-                .collect(),
+            permissions: principal.permissions.clone(),
             is_owner: principal.is_owner,
             expires_at: Some(timestamp(principal.expires_at)),
         }

@@ -1,8 +1,16 @@
 //! Transport: the gRPC services, proto <-> model conversion, and the one place where errors
 //! become statuses.
 
+mod activity;
 mod auth;
 mod convert;
+mod cursor;
+mod limits;
+mod roles;
+mod security;
+mod sessions;
+mod teams;
+mod two_factor;
 mod users;
 
 use std::{net::IpAddr, sync::Arc};
@@ -16,7 +24,14 @@ use crate::{
     model::{ClientInfo, Error, Principal},
 };
 
+pub use activity::ActivityApi;
 pub use auth::AuthApi;
+pub use limits::AttemptLimiter;
+pub use roles::RoleApi;
+pub use security::SecurityApi;
+pub use sessions::SessionApi;
+pub use teams::TeamApi;
+pub use two_factor::TwoFactorApi;
 pub use users::UserApi;
 
 /// Generated protobuf types and services of `roster.v1`.
@@ -36,11 +51,14 @@ pub struct ApiContext {
     pub app: App,
     /// Peers whose `x-forwarded-for` entries are believed.
     pub trusted_proxies: Arc<Vec<IpNet>>,
+    /// Per-address limits on login-type calls.
+    pub attempts: Arc<AttemptLimiter>,
 }
 
 impl ApiContext {
     /// The verified identity of the caller, from `authorization: Bearer <token>`. Records the
-    /// tenant and user on the request's span.
+    /// tenant and user on the request's span. A token of a user with the extended IP ACL on is
+    /// refused (IP_NOT_ALLOWED) from outside their allowed networks.
     pub fn principal<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
         let token = bearer_token(request.metadata()).ok_or_else(|| {
             Status::from(Error::unauthenticated(
@@ -48,11 +66,33 @@ impl ApiContext {
                 "send authorization: Bearer <access token>",
             ))
         })?;
-        let principal = self.app.authenticate(token)?;
+        let principal = self.app.authenticate_from(token, self.client_ip(request))?;
         let span = tracing::Span::current();
         span.record("tenant_id", tracing::field::display(principal.tenant_id));
         span.record("user_id", tracing::field::display(principal.user_id));
         Ok(principal)
+    }
+
+    /// The client's address: the peer, or the entry a trusted proxy added.
+    pub fn client_ip<T>(&self, request: &Request<T>) -> Option<IpAddr> {
+        client_address(
+            request.remote_addr().map(|addr| addr.ip()),
+            request.metadata(),
+            &self.trusted_proxies,
+        )
+    }
+
+    /// Takes one login-type attempt of the client's address, or refuses with
+    /// RESOURCE_EXHAUSTED; call it before any password is hashed.
+    pub fn limit_attempts<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        self.attempts
+            .check(self.client_ip(request))
+            .map_err(Status::from)
+    }
+
+    /// The bearer token of the request, if any.
+    pub fn bearer<'a, T>(&self, request: &'a Request<T>) -> Option<&'a str> {
+        bearer_token(request.metadata())
     }
 
     /// Where the request came from: the peer, or the entry a trusted proxy added.

@@ -14,9 +14,9 @@ use crate::{
     },
     model::{
         AutoDial, DialerProfile, Email, Error, Extension, Language, MatchMode, PbxExtension,
-        PersonName, PhoneNumber, ProfileSecrets, Result, Secret, SipSettings, SipUri, TimeZone,
-        UserCursor, UserFilter, UserId, UserOrder, UserPageRequest, UserStatus, Username,
-        Violations, parse_network, parse_roles,
+        PersonName, PhoneNumber, ProfileSecrets, Result, Secret, SipSettings, SipUri, TeamId,
+        TimeZone, UserCursor, UserFilter, UserId, UserOrder, UserPageRequest, UserStatus, Username,
+        Violations, normalize_role_keys, parse_network,
     },
 };
 
@@ -187,7 +187,8 @@ fn create_request(request: pb::CreateUserRequest) -> Result<CreateUser> {
     }));
     let first_name = violations.check(PersonName::parse("first_name", &request.first_name));
     let last_name = violations.check(PersonName::parse("last_name", &request.last_name));
-    let roles = violations.check(parse_roles("roles", &request.roles));
+    let roles = violations.check(normalize_role_keys("roles", &request.roles));
+    let tags = violations.check(tags("tags", &request.tags));
     let password = violations.check(optional(&request.password, |t| {
         crate::model::Password::parse("password", t)
     }));
@@ -210,6 +211,7 @@ fn create_request(request: pb::CreateUserRequest) -> Result<CreateUser> {
         first_name: first_name.ok_or_else(unset)?,
         last_name: last_name.ok_or_else(unset)?,
         roles: roles.ok_or_else(unset)?,
+        tags: tags.ok_or_else(unset)?,
         password: password.ok_or_else(unset)?,
         dialer_profile,
         secrets,
@@ -249,7 +251,8 @@ fn patch(user: Option<pb::User>, mask: Option<prost_types::FieldMask>) -> Result
                 "last_name" => {
                     patch.last_name = Some(PersonName::parse(&field("last_name"), &user.last_name)?)
                 }
-                "roles" => patch.roles = Some(parse_roles(&field("roles"), &user.roles)?),
+                "roles" => patch.roles = Some(normalize_role_keys(&field("roles"), &user.roles)?),
+                "tags" => patch.tags = Some(tags(&field("tags"), &user.tags)?),
                 "dialer_profile" => match &user.dialer_profile {
                     Some(profile) => {
                         let (profile, secrets) = dialer_profile(&field("dialer_profile"), profile)?;
@@ -366,7 +369,12 @@ fn filter(field: &str, filter: Option<pb::UserFilter>) -> Result<UserFilter> {
             }
         }
     }
-    let roles = violations.check(parse_roles(&format!("{field}.roles"), &filter.roles));
+    let roles = violations.check(normalize_role_keys(
+        &format!("{field}.roles"),
+        &filter.roles,
+    ));
+    let team_ids = violations.check(team_ids(&format!("{field}.team_ids"), &filter.team_ids));
+    let tags = violations.check(tags(&format!("{field}.tags"), &filter.tags));
     let query = filter.query.trim().to_lowercase();
     if query.chars().count() > 200 {
         violations.check::<()>(Err(Error::invalid(
@@ -380,6 +388,8 @@ fn filter(field: &str, filter: Option<pb::UserFilter>) -> Result<UserFilter> {
         match_mode,
         statuses,
         roles: roles.unwrap_or_default(),
+        team_ids: team_ids.unwrap_or_default(),
+        tags: tags.unwrap_or_default(),
         ids: None,
     })
 }
@@ -446,6 +456,34 @@ fn page_request(request: pb::ListUsersRequest) -> Result<UserPageRequest> {
         page_size,
         after,
     })
+}
+
+/// Free labels: trimmed, 1 to 64 characters each, at most 100, without duplicates.
+pub(crate) fn tags(field: &str, tags: &[String]) -> Result<Vec<String>> {
+    let mut clean: Vec<String> = Vec::with_capacity(tags.len());
+    for tag in tags {
+        let tag = tag.trim();
+        if tag.is_empty() || tag.chars().count() > 64 || tag.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                field,
+                format!("{tag:?} is not a tag (1 to 64 printable characters)"),
+            ));
+        }
+        clean.push(tag.to_owned());
+    }
+    clean.sort();
+    clean.dedup();
+    if clean.len() > 100 {
+        return Err(Error::invalid(field, "at most 100 tags"));
+    }
+    Ok(clean)
+}
+
+pub(crate) fn team_ids(field: &str, ids: &[String]) -> Result<Vec<TeamId>> {
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| TeamId::parse(&format!("{field}[{i}]"), id))
+        .collect()
 }
 
 fn user_id(field: &str, text: &str) -> Result<UserId> {
@@ -623,7 +661,7 @@ impl pb::user_service_server::UserService for UserApi {
         let new_owner = user_id("new_owner_user_id", &request.new_owner_user_id)?;
         let former = match request.former_owner {
             Some(pb::transfer_ownership_request::FormerOwner::FormerOwnerRoles(list)) => {
-                let roles = parse_roles("former_owner_roles.roles", &list.roles)?;
+                let roles = normalize_role_keys("former_owner_roles.roles", &list.roles)?;
                 if roles.is_empty() {
                     return Err(Error::invalid(
                         "former_owner_roles.roles",
@@ -736,7 +774,7 @@ impl pb::user_service_server::UserService for UserApi {
             Ok(pb::BulkAction::Deactivate) => BulkAction::Deactivate,
             Ok(pb::BulkAction::Delete) => BulkAction::Delete,
             Ok(pb::BulkAction::AssignRoles) | Ok(pb::BulkAction::UnassignRoles) => {
-                let roles = parse_roles("roles", &request.roles)?;
+                let roles = normalize_role_keys("roles", &request.roles)?;
                 if roles.is_empty() {
                     return Err(
                         Error::invalid("roles", "name the roles to assign or unassign").into(),
@@ -746,6 +784,28 @@ impl pb::user_service_server::UserService for UserApi {
                     BulkAction::AssignRoles(roles)
                 } else {
                     BulkAction::UnassignRoles(roles)
+                }
+            }
+            Ok(pb::BulkAction::AssignTeams) | Ok(pb::BulkAction::UnassignTeams) => {
+                let teams = team_ids("team_ids", &request.team_ids)?;
+                if teams.is_empty() {
+                    return Err(Error::invalid("team_ids", "name the teams").into());
+                }
+                if request.action == pb::BulkAction::AssignTeams as i32 {
+                    BulkAction::AssignTeams(teams, super::teams::team_role(request.team_role)?)
+                } else {
+                    BulkAction::UnassignTeams(teams)
+                }
+            }
+            Ok(pb::BulkAction::AssignTags) | Ok(pb::BulkAction::UnassignTags) => {
+                let tags = tags("tags", &request.tags)?;
+                if tags.is_empty() {
+                    return Err(Error::invalid("tags", "name the tags").into());
+                }
+                if request.action == pb::BulkAction::AssignTags as i32 {
+                    BulkAction::AssignTags(tags)
+                } else {
+                    BulkAction::UnassignTags(tags)
                 }
             }
             _ => return Err(Error::invalid("action", "choose a mass action").into()),

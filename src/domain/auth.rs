@@ -5,9 +5,12 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use super::{
-    App, mail,
+    App,
+    lockout::{account_locked, network_allows},
+    mail,
     policy::{Action, authorize},
-    tokens::{self, Grant},
+    tokens::{self, Grant, ip_not_allowed},
+    two_factor::Challenge,
 };
 use crate::{
     model::{
@@ -49,6 +52,18 @@ pub struct SessionTokens {
     pub refresh_token_expires_at: DateTime<Utc>,
     pub session_id: SessionId,
     pub user: User,
+    /// The account requires two-factor authentication and the user has not enrolled: the
+    /// tokens work only for enrolling until they do.
+    pub two_factor_enrollment_required: bool,
+}
+
+/// What a right password leads to.
+#[derive(Debug, Clone)]
+pub enum LoginOutcome {
+    /// A session.
+    Session(SessionTokens),
+    /// Two-factor authentication is on: [`App::complete_login`] finishes with a code.
+    SecondFactorRequired(Challenge),
 }
 
 fn invalid_credentials() -> Error {
@@ -66,6 +81,33 @@ fn invalid_refresh() -> Error {
 }
 
 impl App {
+    /// What an access token for `user` in `session_id` carries.
+    pub(crate) async fn grant(
+        &self,
+        user: &User,
+        session_id: SessionId,
+        token_generation: i64,
+    ) -> Result<Grant> {
+        Ok(Grant {
+            tenant_id: user.tenant_id,
+            user_id: user.id,
+            session_id,
+            roles: user.roles.clone(),
+            permissions: self
+                .permissions_for(user.tenant_id, &user.roles, user.is_owner)
+                .await?,
+            is_owner: user.is_owner,
+            password_change_required: user.password_change_required,
+            token_generation,
+            allowed_networks: user
+                .dialer_profile
+                .as_ref()
+                .filter(|profile| profile.extended_ip_acl)
+                .map(|profile| profile.allowed_networks.clone()),
+            two_factor_enrollment_required: self.two_factor_enrollment_required(user).await?,
+        })
+    }
+
     /// Creates an account and its owner, and mails the activation link.
     pub async fn sign_up(&self, request: SignUp, client: &ClientInfo) -> Result<SignedUp> {
         let password_hash = self.passwords.hash(request.password.expose()).await?;
@@ -102,6 +144,9 @@ impl App {
             status: UserStatus::PendingConfirmation,
             roles: Vec::new(),
             is_owner: true,
+            is_admin: false,
+            tags: Vec::new(),
+            memberships: Vec::new(),
             password_change_required: false,
             dialer_profile: None,
             caldav_token_set: false,
@@ -263,15 +308,17 @@ impl App {
             .ok_or(Error::NotFound("user"))
     }
 
-    /// Verifies credentials and opens a session. Unknown accounts, unknown users and wrong
-    /// passwords get the same answer after the same amount of hashing work.
+    /// Verifies credentials and opens a session, or, for a user with two-factor authentication
+    /// on, issues the challenge that [`App::complete_login`] finishes. Unknown accounts, unknown
+    /// users and wrong passwords get the same answer after the same amount of hashing work, and
+    /// lock the same way after as many failures.
     pub async fn login(
         &self,
         tenant: &TenantRef,
         login: &Login,
         password: &str,
         client: &ClientInfo,
-    ) -> Result<SessionTokens> {
+    ) -> Result<LoginOutcome> {
         let db = self.store.db();
         let found = match store::tenants::find(db, tenant).await? {
             Some(tenant) => store::users::find_by_login(db, tenant.id, login).await?,
@@ -280,20 +327,45 @@ impl App {
         let stored_hash = found.as_ref().and_then(|c| c.password_hash.as_deref());
         let verification = self.passwords.verify(password, stored_hash).await?;
         let Some(credentials) = found else {
-            return Err(invalid_credentials());
+            let now = self.clock.now();
+            let locked = self.guard.unknown_locked(tenant, login, now)
+                || self.guard.fail_unknown(
+                    tenant,
+                    login,
+                    now,
+                    self.policies.lockout_threshold,
+                    self.policies.lockout_cooldown,
+                );
+            return Err(if locked {
+                account_locked()
+            } else {
+                invalid_credentials()
+            });
         };
         let generation = credentials.token_generation;
-        let user = credentials.user;
+        let mut user = credentials.user;
+        // A locked user is refused whatever the password, so that guessing gets nowhere.
+        if self.is_locked(&user).await? {
+            return Err(account_locked());
+        }
+        if user.status == UserStatus::Locked {
+            // The cool-down has passed: is_locked lifted the lock.
+            user.status = UserStatus::Active;
+        }
         if !verification.matches {
             self.record(
                 db,
                 NewActivity::on_user(user.tenant_id, None, "auth.login_failed", user.id, client),
             )
             .await?;
-            return Err(invalid_credentials());
+            return Err(if self.count_failure(&user, client).await? {
+                account_locked()
+            } else {
+                invalid_credentials()
+            });
         }
         match user.status {
-            UserStatus::Active => {}
+            UserStatus::Active | UserStatus::Locked => {}
             UserStatus::PendingConfirmation => {
                 return Err(Error::precondition(
                     "ACCOUNT_PENDING_CONFIRMATION",
@@ -306,19 +378,44 @@ impl App {
                     "the account has been deactivated",
                 ));
             }
-            UserStatus::Locked => {
-                return Err(Error::precondition(
-                    "ACCOUNT_LOCKED",
-                    "the account is locked",
-                ));
-            }
         }
+        if !network_allows(&user, client) {
+            self.record(
+                db,
+                NewActivity::on_user(
+                    user.tenant_id,
+                    None,
+                    "auth.login_refused_network",
+                    user.id,
+                    client,
+                ),
+            )
+            .await?;
+            return Err(ip_not_allowed());
+        }
+        self.clear_failures(&user).await?;
         let rehash = if verification.needs_rehash {
             Some(self.passwords.hash(password).await?)
         } else {
             None
         };
         let now = self.clock.now();
+        if self.has_two_factor(&user).await? {
+            if let Some(hash) = &rehash {
+                store::users::set_password_hash(
+                    db,
+                    user.tenant_id,
+                    user.id,
+                    hash,
+                    user.password_change_required,
+                    now,
+                )
+                .await?;
+            }
+            return Ok(LoginOutcome::SecondFactorRequired(
+                self.issue_challenge(&user).await?,
+            ));
+        }
         let tx = self.store.begin().await?;
         if let Some(hash) = &rehash {
             store::users::set_password_hash(
@@ -340,16 +437,16 @@ impl App {
         )
         .await?;
         store::commit(tx).await?;
-        Ok(SessionTokens {
+        Ok(LoginOutcome::Session(SessionTokens {
             user: User {
                 last_login_at: Some(now),
                 ..tokens.user
             },
             ..tokens
-        })
+        }))
     }
 
-    async fn open_session(
+    pub(crate) async fn open_session(
         &self,
         tx: &store::Tx,
         user: &User,
@@ -372,8 +469,8 @@ impl App {
             revoked_at: None,
         };
         store::sessions::insert(tx, &record).await?;
-        let (access_token, access_token_expires_at) =
-            self.tokens.issue(&grant(user, session_id, generation), now);
+        let grant = self.grant(user, session_id, generation).await?;
+        let (access_token, access_token_expires_at) = self.tokens.issue(&grant, now);
         Ok(SessionTokens {
             access_token,
             access_token_expires_at,
@@ -381,6 +478,7 @@ impl App {
             refresh_token_expires_at: record.expires_at,
             session_id,
             user: user.clone(),
+            two_factor_enrollment_required: grant.two_factor_enrollment_required,
         })
     }
 
@@ -421,6 +519,10 @@ impl App {
             .ok_or_else(invalid_refresh)?;
         let generation = credentials.token_generation;
         let user = credentials.user;
+        // The extended IP ACL applies to refreshes as to logins.
+        if !network_allows(&user, client) {
+            return Err(ip_not_allowed());
+        }
         let new_token = self.tokens.refresh_token(session_id);
         let tx = self.store.begin().await?;
         if !store::sessions::rotate(
@@ -451,9 +553,8 @@ impl App {
         )
         .await?;
         store::commit(tx).await?;
-        let (access_token, access_token_expires_at) = self
-            .tokens
-            .issue(&grant(&user, session_id, generation), now);
+        let grant = self.grant(&user, session_id, generation).await?;
+        let (access_token, access_token_expires_at) = self.tokens.issue(&grant, now);
         Ok(SessionTokens {
             access_token,
             access_token_expires_at,
@@ -461,6 +562,7 @@ impl App {
             refresh_token_expires_at: session.expires_at,
             session_id,
             user,
+            two_factor_enrollment_required: grant.two_factor_enrollment_required,
         })
     }
 
@@ -532,6 +634,17 @@ impl App {
     /// Verifies an access token (no database round trip).
     pub fn authenticate(&self, access_token: &str) -> Result<Principal> {
         self.tokens.verify(access_token, self.clock.now())
+    }
+
+    /// Verifies an access token presented from `address`: a token of a user with the extended
+    /// IP ACL on is refused from outside their allowed networks (no database round trip).
+    pub fn authenticate_from(
+        &self,
+        access_token: &str,
+        address: Option<std::net::IpAddr>,
+    ) -> Result<Principal> {
+        self.tokens
+            .verify_from(access_token, self.clock.now(), address)
     }
 
     /// The caller's user and account.
@@ -619,7 +732,9 @@ impl App {
                 .ok_or(Error::NotFound("user"))?;
         let generation = credentials.token_generation;
         Ok(self.tokens.issue(
-            &grant(&credentials.user, principal.session_id, generation),
+            &self
+                .grant(&credentials.user, principal.session_id, generation)
+                .await?,
             now,
         ))
     }
@@ -638,17 +753,5 @@ pub(crate) fn activation_mail(
         mail::invitation(user.email.as_str(), name, tenant.name.as_str(), link, hours)
     } else {
         mail::activation(user.email.as_str(), name, tenant.name.as_str(), link, hours)
-    }
-}
-
-fn grant(user: &User, session_id: SessionId, token_generation: i64) -> Grant {
-    Grant {
-        tenant_id: user.tenant_id,
-        user_id: user.id,
-        session_id,
-        roles: user.roles.clone(),
-        is_owner: user.is_owner,
-        password_change_required: user.password_change_required,
-        token_generation,
     }
 }

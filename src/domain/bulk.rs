@@ -11,8 +11,8 @@ use super::{
 };
 use crate::{
     model::{
-        BuiltinRole, ClientInfo, Error, NewActivity, Principal, Result, UserFilter, UserId,
-        UserStatus,
+        BuiltinRole, ClientInfo, Error, NewActivity, Principal, Result, RoleScope, TeamId,
+        TeamRole, UserFilter, UserId, UserStatus,
     },
     store::{self, users::CHUNK},
 };
@@ -33,6 +33,11 @@ pub enum BulkAction {
     Delete,
     AssignRoles(Vec<String>),
     UnassignRoles(Vec<String>),
+    /// Join these teams (desks, skill groups ...) with a role.
+    AssignTeams(Vec<TeamId>, TeamRole),
+    UnassignTeams(Vec<TeamId>),
+    AssignTags(Vec<String>),
+    UnassignTags(Vec<String>),
 }
 
 impl BulkAction {
@@ -43,6 +48,10 @@ impl BulkAction {
             Self::Delete => "users.bulk_deleted",
             Self::AssignRoles(_) => "users.bulk_roles_assigned",
             Self::UnassignRoles(_) => "users.bulk_roles_unassigned",
+            Self::AssignTeams(..) => "users.bulk_teams_assigned",
+            Self::UnassignTeams(_) => "users.bulk_teams_unassigned",
+            Self::AssignTags(_) => "users.bulk_tags_assigned",
+            Self::UnassignTags(_) => "users.bulk_tags_unassigned",
         }
     }
 }
@@ -87,9 +96,33 @@ impl App {
                     "this needs the users.delete permission",
                 ));
             }
-            BulkAction::AssignRoles(roles) => policy::authorize_role_change(principal, roles, &[])?,
-            BulkAction::UnassignRoles(roles) => {
-                policy::authorize_role_change(principal, &[], roles)?
+            BulkAction::AssignRoles(roles) | BulkAction::UnassignRoles(roles) => {
+                let defs = self
+                    .resolve_roles(principal.tenant_id, roles, "roles")
+                    .await?;
+                if defs.iter().any(|role| role.scope != RoleScope::Account) {
+                    return Err(Error::invalid(
+                        "roles",
+                        "mass actions assign account roles; use ChangeUserRole for Platform and Inbox roles",
+                    ));
+                }
+                match &request.action {
+                    BulkAction::AssignRoles(_) => {
+                        self.authorize_roles(principal, roles, &[]).await?
+                    }
+                    _ => self.authorize_roles(principal, &[], roles).await?,
+                }
+            }
+            BulkAction::AssignTeams(teams, _) | BulkAction::UnassignTeams(teams) => {
+                policy::authorize(principal, Action::ManageTeams)?;
+                let existing =
+                    store::teams::existing(self.store.db(), principal.tenant_id, teams).await?;
+                if let Some(missing) = teams.iter().find(|team| !existing.contains(team)) {
+                    return Err(Error::invalid(
+                        "team_ids",
+                        format!("no team {missing} in this account"),
+                    ));
+                }
             }
             _ => {}
         }
@@ -134,7 +167,20 @@ impl App {
         let admins = if principal.is_owner {
             HashSet::new()
         } else {
-            store::users::holders_of(db, tenant_id, &ids, BuiltinRole::Admin.key()).await?
+            // Admin, and custom roles with admin permissions, protect their holders from admins.
+            let mut keys = vec![BuiltinRole::Admin.key().to_owned()];
+            keys.extend(
+                store::roles::list(db, tenant_id)
+                    .await?
+                    .into_iter()
+                    .filter(|role| role.is_admin_grade())
+                    .map(|role| role.key),
+            );
+            let mut holders = HashSet::new();
+            for key in keys {
+                holders.extend(store::users::holders_of(db, tenant_id, &ids, &key).await?);
+            }
+            holders
         };
         let ends_access = matches!(request.action, BulkAction::Deactivate | BulkAction::Delete);
         let statuses: HashMap<UserId, UserStatus> = selected.into_iter().collect();
@@ -147,7 +193,8 @@ impl App {
                 ))
             } else if ends_access && id == principal.user_id {
                 Some(("SELF", "you cannot delete or deactivate yourself"))
-            } else if admins.contains(&id) {
+            } else if admins.contains(&id) && id != principal.user_id {
+                // Other admins only: as in UpdateUser, an admin may change their own roles.
                 Some((
                     "USER_IS_ADMIN",
                     "admins cannot change other admins; ask the owner",
@@ -217,13 +264,34 @@ impl App {
             }
             BulkAction::AssignRoles(roles) => {
                 store::users::add_roles(&tx, tenant_id, &targets, roles).await?;
-                revoked =
-                    store::users::bump_token_generation(&tx, tenant_id, &targets, now).await?;
+                store::users::mark_roles_changed(&tx, tenant_id, &targets, now).await?;
             }
             BulkAction::UnassignRoles(roles) => {
                 store::users::remove_roles(&tx, tenant_id, &targets, roles).await?;
-                revoked =
-                    store::users::bump_token_generation(&tx, tenant_id, &targets, now).await?;
+                store::users::mark_roles_changed(&tx, tenant_id, &targets, now).await?;
+            }
+            BulkAction::AssignTeams(teams, role) => {
+                for team in teams {
+                    let members =
+                        store::teams::members_among(&tx, tenant_id, *team, &targets).await?;
+                    let joining: Vec<UserId> = targets
+                        .iter()
+                        .filter(|id| !members.contains(id))
+                        .copied()
+                        .collect();
+                    store::teams::add_members(&tx, tenant_id, *team, &joining, *role, now).await?;
+                }
+            }
+            BulkAction::UnassignTeams(teams) => {
+                for team in teams {
+                    store::teams::remove_members(&tx, tenant_id, *team, &targets).await?;
+                }
+            }
+            BulkAction::AssignTags(tags) => {
+                store::users::add_tags(&tx, tenant_id, &targets, tags).await?
+            }
+            BulkAction::UnassignTags(tags) => {
+                store::users::remove_tags(&tx, tenant_id, &targets, tags).await?
             }
         }
         let roles = match &request.action {
@@ -245,6 +313,12 @@ impl App {
         .await?;
         store::commit(tx).await?;
         self.revoked(revoked);
+        if matches!(
+            request.action,
+            BulkAction::AssignRoles(_) | BulkAction::UnassignRoles(_)
+        ) {
+            self.regrant(tenant_id, &targets).await?;
+        }
         Ok(BulkOutcome {
             matched,
             affected,

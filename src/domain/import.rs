@@ -18,9 +18,9 @@ use super::{
 };
 use crate::{
     model::{
-        BuiltinRole, ClientInfo, DialerProfile, Email, Error, Language, NewActivity, Password,
-        PersonName, PhoneNumber, Principal, Result, TimeZone, User, UserId, UserStatus, Username,
-        parse_roles,
+        ClientInfo, DialerProfile, Email, Error, Language, NewActivity, Password, PersonName,
+        PhoneNumber, Principal, Result, RoleDef, RoleScope, TimeZone, User, UserId, UserStatus,
+        Username, builtin_roles, normalize_role_keys,
     },
     store::{self, tokens::NewActionToken, users::NewUser},
 };
@@ -101,7 +101,17 @@ impl App {
             ..Default::default()
         };
         let mut errors = Vec::new();
-        let mut rows = parse(principal, csv, now, &mut report, &mut errors)?;
+        let mut known_roles: HashMap<String, RoleDef> = builtin_roles()
+            .into_iter()
+            .map(|role| (role.key.clone(), role))
+            .collect();
+        known_roles.extend(
+            store::roles::list(self.store.db(), principal.tenant_id)
+                .await?
+                .into_iter()
+                .map(|role| (role.key.clone(), role)),
+        );
+        let mut rows = parse(principal, &known_roles, csv, now, &mut report, &mut errors)?;
 
         // Logins already taken in the account.
         let emails: Vec<String> = rows
@@ -216,8 +226,43 @@ impl App {
 }
 
 /// Parses and checks every row, collecting problems; returns the rows that are good so far.
+/// Checks a row's roles: known, at least one, at most one Platform and one Inbox role, and
+/// admin-grade roles only from the owner.
+fn check_roles(
+    principal: &Principal,
+    known: &HashMap<String, RoleDef>,
+    roles: Vec<String>,
+) -> std::result::Result<Vec<String>, String> {
+    if roles.is_empty() {
+        return Err("assign at least one role".to_owned());
+    }
+    let mut defs = Vec::with_capacity(roles.len());
+    for key in &roles {
+        match known.get(key) {
+            Some(role) => defs.push(role),
+            None => return Err(format!("unknown role {key:?}")),
+        }
+    }
+    for scope in [RoleScope::Platform, RoleScope::Inbox] {
+        if defs.iter().filter(|role| role.scope == scope).count() > 1 {
+            return Err(format!(
+                "at most one {} role",
+                scope.as_str().to_lowercase()
+            ));
+        }
+    }
+    if !principal.is_owner && defs.iter().any(|role| role.is_admin_grade()) {
+        return Err(
+            "only the account owner grants the Admin role (or roles with admin permissions)"
+                .to_owned(),
+        );
+    }
+    Ok(roles)
+}
+
 fn parse(
     principal: &Principal,
+    known_roles: &HashMap<String, RoleDef>,
     csv: &[u8],
     now: chrono::DateTime<chrono::Utc>,
     report: &mut ImportReport,
@@ -313,18 +358,9 @@ fn parse(
             .filter(|r| !r.is_empty())
             .map(str::to_owned)
             .collect();
-        let roles = parse_roles("roles", &role_keys)
+        let roles = normalize_role_keys("roles", &role_keys)
             .map_err(message)
-            .and_then(|roles| {
-                if roles.is_empty() {
-                    Err("assign at least one role".to_owned())
-                } else if roles.iter().any(|r| r == BuiltinRole::Admin.key()) && !principal.is_owner
-                {
-                    Err("only the account owner grants the Admin role".to_owned())
-                } else {
-                    Ok(roles)
-                }
-            });
+            .and_then(|roles| check_roles(principal, known_roles, roles));
         let secret = match (cell("password"), cell("password_hash")) {
             ("", "") => Ok(Secret::None),
             (password, "") => Password::parse("password", password)
@@ -356,10 +392,13 @@ fn parse(
             );
         }
         check("email", email.as_ref().map(|_| ()).map_err(Clone::clone));
-        check(
-            "username",
-            username.as_ref().map(|_| ()).map_err(Clone::clone),
-        );
+        // A username derived from a bad email is the email's problem: report it once.
+        if !cell("username").is_empty() || email.is_ok() {
+            check(
+                "username",
+                username.as_ref().map(|_| ()).map_err(Clone::clone),
+            );
+        }
         check(
             "first_name",
             first_name.as_ref().map(|_| ()).map_err(Clone::clone),
@@ -460,6 +499,9 @@ fn parse(
                 last_name,
                 status: UserStatus::PendingConfirmation,
                 roles,
+                is_admin: false,
+                tags: Vec::new(),
+                memberships: Vec::new(),
                 is_owner: false,
                 password_change_required: false,
                 dialer_profile,

@@ -134,6 +134,26 @@ pub fn invitation(to: &str, first_name: &str, account: &str, link: &str, valid_h
     }
 }
 
+/// The "forgot password" email.
+pub fn password_reset(
+    to: &str,
+    first_name: &str,
+    account: &str,
+    link: &str,
+    valid_minutes: i64,
+) -> Mail {
+    Mail {
+        to: to.to_owned(),
+        subject: format!("Reset your {account} password"),
+        body: format!(
+            "Hello {first_name},\r\n\r\nSomeone asked to reset the password of your account \
+             {account}. Choose a new password here: {link}\r\n\r\nThe link is valid for \
+             {valid_minutes} minutes and works once. If you did not ask for it, ignore this \
+             message: your password stays as it is.\r\n"
+        ),
+    }
+}
+
 /// Encodes a text body as 7bit (or 8bit when it is not ASCII) so that links stay intact in the
 /// raw message; lettre's chooser would switch to quoted-printable above 76 characters a line,
 /// while RFC 5322 allows 998.

@@ -1,13 +1,21 @@
 //! Rules and use cases. Each use case takes the caller's identity first, checks authorization,
 //! then runs its change in one transaction together with the activity record.
 
+pub mod activity;
 pub mod auth;
 pub mod bulk;
 pub mod import;
+pub mod lockout;
 pub mod mail;
 pub mod passwords;
 pub mod policy;
+pub mod recovery;
+pub mod replication;
+pub mod roles;
+pub mod sessions;
+pub mod teams;
 pub mod tokens;
+pub mod two_factor;
 pub mod users;
 
 use std::sync::Arc;
@@ -30,6 +38,14 @@ pub struct Policies {
     pub activation_ttl: Duration,
     /// Base of the links in emails, without a trailing slash.
     pub public_url: String,
+    /// Failed passwords or second-factor codes in a row that lock a user.
+    pub lockout_threshold: u32,
+    /// How long a lockout lasts unless an admin lifts it sooner.
+    pub lockout_cooldown: Duration,
+    /// Lifetime of "forgot password" links.
+    pub password_reset_ttl: Duration,
+    /// How long the challenge of a two-factor login waits for its code.
+    pub challenge_ttl: Duration,
 }
 
 /// Everything the use cases share; cheap to clone.
@@ -42,6 +58,10 @@ pub struct App {
     pub policies: Arc<Policies>,
     /// Wakes the outbox sender after a commit that queued mail.
     pub mail_wake: Arc<Notify>,
+    /// The live activity feed of this replica.
+    pub feed: Arc<activity::ActivityFeed>,
+    /// Failed logins of unknown users, counted so that they lock like known ones.
+    pub guard: Arc<lockout::LoginGuard>,
 }
 
 impl App {
@@ -69,9 +89,10 @@ impl App {
 
     /// Writes an activity record inside `db`'s transaction.
     async fn record(&self, db: &impl store::Conn, activity: NewActivity) -> Result<()> {
-        store::activity::insert(db, &activity, self.clock.now())
-            .await
-            .map(|_| ())
+        store::activity::insert(db, &activity, self.clock.now()).await?;
+        // The in-process feed (SQLite) reads the record once the transaction has committed.
+        self.feed.wake();
+        Ok(())
     }
 
     /// A link into the product for a mailed token.

@@ -7,7 +7,7 @@
 //! - Tech. Configuration may change SIP and caller-ID settings.
 //! - A user who must change their password may do nothing else first.
 
-use crate::model::{BuiltinRole, Error, Permission, Principal, Result, User};
+use crate::model::{BuiltinRole, Error, Principal, Result, User};
 
 /// An action a principal asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +28,25 @@ pub enum Action {
     BulkUpdateUsers,
     /// Pass ownership of the account.
     TransferOwnership,
+    /// Create, change and delete custom roles.
+    ManageRoles,
+    /// Read teams and their members.
+    ReadTeams,
+    /// Create, change and delete teams and their memberships.
+    ManageTeams,
+    /// Enrol in, confirm and disable one's own two-factor authentication.
+    ManageOwnTwoFactor,
+    /// List and end one's own sessions.
+    ManageOwnSessions,
+    /// List the sessions of other users of the account, and end them (with
+    /// [`UserAction::EndSessions`] for each user).
+    ManageSessions,
+    /// Read the account's activity trail beyond one's own records, and watch it live.
+    ReadActivity,
+    /// Read the account's security settings.
+    ReadSecuritySettings,
+    /// Change the account's security settings (two-factor requirement): the owner's.
+    ChangeSecuritySettings,
 }
 
 /// What an edit of a user touches, to decide who may make it.
@@ -52,13 +71,19 @@ pub enum UserAction {
     Reactivate,
     ResendInvitation,
     ResetPassword,
+    /// Remove a user's two-factor enrolment and backup codes.
+    ResetTwoFactor,
+    /// Lift a lockout.
+    Unlock,
+    /// End a user's sessions.
+    EndSessions,
 }
 
 fn denied(reason: &'static str, message: &str) -> Error {
     Error::denied(reason, message)
 }
 
-fn require(principal: &Principal, permission: Permission) -> Result<()> {
+fn require(principal: &Principal, permission: &str) -> Result<()> {
     if principal.can(permission) {
         Ok(())
     } else {
@@ -80,6 +105,21 @@ fn password_change_gate(principal: &Principal, action: Action) -> Result<()> {
             "choose a new password (ChangePassword) before doing anything else",
         ));
     }
+    // The account requires two-factor authentication: a user who has not enrolled gets a session
+    // that can enrol (and read itself, log out, change its password) and nothing else.
+    let enrolment_allows = matches!(
+        action,
+        Action::ManageOwnTwoFactor
+            | Action::ReadSelf
+            | Action::EndOwnSession
+            | Action::ChangeOwnPassword
+    );
+    if principal.two_factor_enrollment_required && !enrolment_allows {
+        return Err(Error::precondition(
+            "TWO_FACTOR_ENROLLMENT_REQUIRED",
+            "this account requires two-factor authentication: enrol (TwoFactorService) first",
+        ));
+    }
     Ok(())
 }
 
@@ -87,11 +127,31 @@ fn password_change_gate(principal: &Principal, action: Action) -> Result<()> {
 pub fn authorize(principal: &Principal, action: Action) -> Result<()> {
     password_change_gate(principal, action)?;
     match action {
-        Action::ReadSelf | Action::ChangeOwnPassword | Action::EndOwnSession => Ok(()),
+        Action::ReadSelf
+        | Action::ChangeOwnPassword
+        | Action::EndOwnSession
+        | Action::ManageOwnTwoFactor
+        | Action::ManageOwnSessions => Ok(()),
+        Action::ManageSessions => require(principal, "sessions.manage"),
+        Action::ReadActivity => require(principal, "activity.read"),
+        Action::ReadSecuritySettings => require(principal, "users.read"),
+        Action::ChangeSecuritySettings => {
+            if principal.is_owner {
+                Ok(())
+            } else {
+                Err(denied(
+                    "OWNER_ONLY",
+                    "only the account owner changes the account's security settings",
+                ))
+            }
+        }
         Action::ReadUsers => require(principal, "users.read"),
         Action::CreateUsers | Action::ImportUsers | Action::BulkUpdateUsers => {
             require(principal, "users.write")
         }
+        Action::ManageRoles => require(principal, "roles.manage"),
+        Action::ReadTeams => require(principal, "teams.read"),
+        Action::ManageTeams => require(principal, "teams.write"),
         Action::TransferOwnership => {
             if principal.is_owner {
                 Ok(())
@@ -171,9 +231,12 @@ pub fn authorize_on_user(
         }
         UserAction::Edit(EditScope::Roles) => require(principal, "roles.assign"),
         UserAction::Delete => require(principal, "users.delete"),
-        UserAction::Deactivate | UserAction::Reactivate | UserAction::ResendInvitation => {
-            require(principal, "users.write")
-        }
+        UserAction::Deactivate
+        | UserAction::Reactivate
+        | UserAction::ResendInvitation
+        | UserAction::ResetTwoFactor
+        | UserAction::Unlock => require(principal, "users.write"),
+        UserAction::EndSessions => require(principal, "sessions.manage"),
         UserAction::ResetPassword => {
             require(principal, "users.write")?;
             // The Dialer page: resetting a Dialer user's password needs tenant superuser access.

@@ -3,15 +3,18 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, RwLock},
+    net::IpAddr,
+    sync::{Arc, OnceLock, RwLock},
 };
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Duration, Utc};
 use hmac::{Hmac, Mac};
+use ipnet::IpNet;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tokio::sync::mpsc::UnboundedSender;
 use uuid::Uuid;
 
 use crate::model::{Error, Principal, Result, SessionId, TenantId, UserId};
@@ -26,11 +29,19 @@ struct Claims {
     u: Uuid,
     s: Uuid,
     r: Vec<String>,
+    /// Effective permissions at issue.
+    p: Vec<String>,
     o: bool,
     /// The user's token generation at issue; bumping it revokes every older token.
     g: i64,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pcr: bool,
+    /// Two-factor enrolment required before anything else.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    tfr: bool,
+    /// The networks the user may call from (the Dialer's extended IP ACL), when restricted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    n: Option<Vec<IpNet>>,
     iat: i64,
     exp: i64,
 }
@@ -42,14 +53,95 @@ pub struct Revocations {
     sessions: RwLock<HashMap<SessionId, DateTime<Utc>>>,
     /// Tokens of a user with an older generation are refused; the instant is for pruning.
     users: RwLock<HashMap<UserId, (i64, DateTime<Utc>)>>,
+    /// Users whose roles changed since their tokens were issued: their current roles and
+    /// permissions replace the ones inside the token, so a change bites on the next call.
+    grants: RwLock<HashMap<UserId, CurrentGrant>>,
+    /// Where revocations made here go to reach the other replicas (PostgreSQL NOTIFY).
+    publisher: OnceLock<UnboundedSender<RevocationEvent>>,
+}
+
+/// A revocation as it travels between replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevocationEvent {
+    /// Sessions ended.
+    Sessions(Vec<SessionId>, DateTime<Utc>),
+    /// Users' token generations raised.
+    Users(Vec<(UserId, i64)>, DateTime<Utc>),
+    /// A user's roles and permissions changed.
+    Grant(UserId, CurrentGrant),
+}
+
+/// A user's roles and permissions as they are now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentGrant {
+    pub roles: Vec<String>,
+    pub permissions: Vec<String>,
+    pub is_owner: bool,
+    /// When the change happened, for pruning.
+    pub at: DateTime<Utc>,
 }
 
 impl Revocations {
+    /// Sends every later revocation made on this replica to `publisher` as well.
+    pub fn set_publisher(&self, publisher: UnboundedSender<RevocationEvent>) {
+        let _ = self.publisher.set(publisher);
+    }
+
+    fn publish(&self, event: RevocationEvent) {
+        if let Some(publisher) = self.publisher.get() {
+            let _ = publisher.send(event);
+        }
+    }
+
+    /// Applies a revocation made on another replica (without sending it on again).
+    pub fn apply(&self, event: RevocationEvent) {
+        match event {
+            RevocationEvent::Sessions(sessions, at) => self.apply_sessions(sessions, at),
+            RevocationEvent::Users(users, at) => self.apply_users(users, at),
+            RevocationEvent::Grant(user, grant) => self.apply_grant(user, grant),
+        }
+    }
+
+    fn apply_sessions(&self, sessions: impl IntoIterator<Item = SessionId>, at: DateTime<Utc>) {
+        if let Ok(mut revoked) = self.sessions.write() {
+            for session in sessions {
+                revoked.insert(session, at);
+            }
+        }
+    }
+
+    fn apply_users(&self, revoked: impl IntoIterator<Item = (UserId, i64)>, at: DateTime<Utc>) {
+        if let Ok(mut users) = self.users.write() {
+            for (user, generation) in revoked {
+                let entry = users.entry(user).or_insert((generation, at));
+                *entry = (entry.0.max(generation), entry.1.max(at));
+            }
+        }
+    }
+
+    fn apply_grant(&self, user: UserId, grant: CurrentGrant) {
+        if let Ok(mut grants) = self.grants.write() {
+            grants.insert(user, grant);
+        }
+    }
+
     /// Refuses every token of a session from now on.
     pub fn revoke_session(&self, session: SessionId, at: DateTime<Utc>) {
-        if let Ok(mut sessions) = self.sessions.write() {
-            sessions.insert(session, at);
+        self.revoke_sessions([session], at);
+    }
+
+    /// [`Revocations::revoke_session`] for many sessions under one lock.
+    pub fn revoke_sessions(
+        &self,
+        sessions: impl IntoIterator<Item = SessionId>,
+        at: DateTime<Utc>,
+    ) {
+        let sessions: Vec<SessionId> = sessions.into_iter().collect();
+        if sessions.is_empty() {
+            return;
         }
+        self.apply_sessions(sessions.iter().copied(), at);
+        self.publish(RevocationEvent::Sessions(sessions, at));
     }
 
     /// Refuses every token of a user whose generation is below `generation` (revoked at `at`).
@@ -63,12 +155,12 @@ impl Revocations {
         revoked: impl IntoIterator<Item = (UserId, i64)>,
         at: DateTime<Utc>,
     ) {
-        if let Ok(mut users) = self.users.write() {
-            for (user, generation) in revoked {
-                let entry = users.entry(user).or_insert((generation, at));
-                *entry = (entry.0.max(generation), entry.1.max(at));
-            }
+        let revoked: Vec<(UserId, i64)> = revoked.into_iter().collect();
+        if revoked.is_empty() {
+            return;
         }
+        self.apply_users(revoked.iter().copied(), at);
+        self.publish(RevocationEvent::Users(revoked, at));
     }
 
     fn refuses(&self, session: SessionId, user: UserId, generation: i64) -> bool {
@@ -89,6 +181,19 @@ impl Revocations {
         session_revoked || user_revoked
     }
 
+    /// Records a user's new roles and permissions; tokens issued earlier carry them from now on.
+    pub fn regrant(&self, user: UserId, grant: CurrentGrant) {
+        self.apply_grant(user, grant.clone());
+        self.publish(RevocationEvent::Grant(user, grant));
+    }
+
+    fn current_grant(&self, user: UserId) -> Option<CurrentGrant> {
+        self.grants
+            .read()
+            .ok()
+            .and_then(|grants| grants.get(&user).cloned())
+    }
+
     /// Forgets entries older than any token still alive.
     pub fn prune(&self, older_than: DateTime<Utc>) {
         if let Ok(mut sessions) = self.sessions.write() {
@@ -96,6 +201,9 @@ impl Revocations {
         }
         if let Ok(mut users) = self.users.write() {
             users.retain(|_, (_, at)| *at > older_than);
+        }
+        if let Ok(mut grants) = self.grants.write() {
+            grants.retain(|_, grant| grant.at > older_than);
         }
     }
 }
@@ -123,10 +231,15 @@ pub struct Grant {
     pub user_id: UserId,
     pub session_id: SessionId,
     pub roles: Vec<String>,
+    pub permissions: Vec<String>,
     pub is_owner: bool,
     pub password_change_required: bool,
     /// The user's current token generation.
     pub token_generation: i64,
+    /// The networks the user may call from, when the Dialer's extended IP ACL restricts them.
+    pub allowed_networks: Option<Vec<IpNet>>,
+    /// The account requires two-factor authentication and the user has not enrolled yet.
+    pub two_factor_enrollment_required: bool,
 }
 
 type HmacSha256 = Hmac<Sha256>;
@@ -154,6 +267,15 @@ impl TokenIssuer {
         self.access_ttl
     }
 
+    /// A 32-byte key for `purpose`, derived from the signing key (HMAC-SHA256 of the purpose), so
+    /// that one configured secret keys every use without any two sharing a key.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        let mut mac = self.mac();
+        mac.update(b"roster derived key: ");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     fn mac(&self) -> HmacSha256 {
         // HMAC accepts keys of any length, so this cannot fail.
         HmacSha256::new_from_slice(&self.key)
@@ -168,9 +290,12 @@ impl TokenIssuer {
             u: grant.user_id.0,
             s: grant.session_id.0,
             r: grant.roles.clone(),
+            p: grant.permissions.clone(),
             o: grant.is_owner,
             g: grant.token_generation,
             pcr: grant.password_change_required,
+            tfr: grant.two_factor_enrollment_required,
+            n: grant.allowed_networks.clone(),
             iat: now.timestamp_millis(),
             exp: expires_at.timestamp_millis(),
         };
@@ -182,8 +307,32 @@ impl TokenIssuer {
         (format!("{signed}.{signature}"), expires_at)
     }
 
-    /// Verifies signature, expiry and revocation; no database round trip.
+    /// Verifies signature, expiry and revocation; no database round trip. The IP allow-list
+    /// inside the token is not checked (see [`TokenIssuer::verify_from`]).
     pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Principal> {
+        self.decode(token, now).map(|(principal, _)| principal)
+    }
+
+    /// [`TokenIssuer::verify`] for a call from `address`: a token restricted to some networks
+    /// (the Dialer's extended IP ACL) is refused from anywhere else, or from an unknown address.
+    pub fn verify_from(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+        address: Option<IpAddr>,
+    ) -> Result<Principal> {
+        let (principal, networks) = self.decode(token, now)?;
+        if let Some(networks) = networks {
+            let allowed =
+                address.is_some_and(|address| networks.iter().any(|net| net.contains(&address)));
+            if !allowed {
+                return Err(ip_not_allowed());
+            }
+        }
+        Ok(principal)
+    }
+
+    fn decode(&self, token: &str, now: DateTime<Utc>) -> Result<(Principal, Option<Vec<IpNet>>)> {
         let invalid = || Error::unauthenticated("INVALID_TOKEN", "the access token is invalid");
         let (signed, signature) = token.rsplit_once('.').ok_or_else(invalid)?;
         let (prefix, payload) = signed.split_once('.').ok_or_else(invalid)?;
@@ -208,13 +357,15 @@ impl TokenIssuer {
                 "the access token has expired",
             ));
         }
-        let principal = Principal {
+        let mut principal = Principal {
             tenant_id: TenantId(claims.t),
             user_id: UserId(claims.u),
             session_id: SessionId(claims.s),
             roles: claims.r,
+            permissions: claims.p,
             is_owner: claims.o,
             password_change_required: claims.pcr,
+            two_factor_enrollment_required: claims.tfr,
             issued_at,
             expires_at,
         };
@@ -227,8 +378,21 @@ impl TokenIssuer {
                 "the session has ended",
             ));
         }
-        Ok(principal)
+        if let Some(current) = self.revocations.current_grant(principal.user_id) {
+            principal.roles = current.roles;
+            principal.permissions = current.permissions;
+            principal.is_owner = current.is_owner;
+        }
+        Ok((principal, claims.n))
     }
+}
+
+/// The refusal of a call or a login from outside the user's allowed networks.
+pub fn ip_not_allowed() -> Error {
+    Error::denied(
+        "IP_NOT_ALLOWED",
+        "this user may not sign in or call from this network address",
+    )
 }
 
 /// A random URL-safe secret of 32 bytes.
@@ -310,9 +474,12 @@ mod tests {
             user_id: UserId::new(),
             session_id: SessionId::new(),
             roles: vec!["ADMIN".into()],
+            permissions: vec!["users.read".into()],
             is_owner: false,
             password_change_required: false,
             token_generation: 3,
+            allowed_networks: None,
+            two_factor_enrollment_required: false,
         }
     }
 
@@ -328,6 +495,54 @@ mod tests {
         assert!(issuer.verify(&token, expires_at).is_err());
         issuer.revocations().revoke_session(grant.session_id, now);
         assert!(issuer.verify(&token, now).is_err());
+    }
+
+    #[test]
+    fn a_token_restricted_to_networks_is_refused_from_elsewhere() {
+        let issuer = issuer();
+        let now = Utc::now();
+        let (token, _) = issuer.issue(
+            &Grant {
+                allowed_networks: Some(vec!["203.0.113.0/24".parse().unwrap()]),
+                ..grant()
+            },
+            now,
+        );
+        let inside: IpAddr = "203.0.113.7".parse().unwrap();
+        let outside: IpAddr = "198.51.100.1".parse().unwrap();
+        assert!(issuer.verify_from(&token, now, Some(inside)).is_ok());
+        for address in [Some(outside), None] {
+            let err = issuer.verify_from(&token, now, address).unwrap_err();
+            assert!(matches!(
+                err,
+                Error::PermissionDenied {
+                    reason: "IP_NOT_ALLOWED",
+                    ..
+                }
+            ));
+        }
+        let (open, _) = issuer.issue(&grant(), now);
+        assert!(issuer.verify_from(&open, now, Some(outside)).is_ok());
+    }
+
+    #[test]
+    fn revocations_made_here_are_published_and_remote_ones_are_not() {
+        let revocations = Revocations::default();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        revocations.set_publisher(tx);
+        let now = Utc::now();
+        let session = SessionId::new();
+        revocations.revoke_session(session, now);
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            RevocationEvent::Sessions(vec![session], now)
+        );
+        let user = UserId::new();
+        revocations.apply(RevocationEvent::Users(vec![(user, 5)], now));
+        assert!(rx.try_recv().is_err());
+        assert!(revocations.refuses(SessionId::new(), user, 4));
+        assert!(!revocations.refuses(SessionId::new(), user, 5));
+        assert!(revocations.refuses(session, UserId::new(), 0));
     }
 
     #[test]
@@ -363,6 +578,26 @@ mod tests {
         );
         assert!(issuer.verify(&old, now).is_err());
         assert!(issuer.verify(&new, now).is_ok());
+    }
+
+    #[test]
+    fn a_regrant_replaces_the_roles_inside_older_tokens() {
+        let issuer = issuer();
+        let now = Utc::now();
+        let grant = grant();
+        let (token, _) = issuer.issue(&grant, now);
+        issuer.revocations().regrant(
+            grant.user_id,
+            CurrentGrant {
+                roles: vec![],
+                permissions: vec!["support.contact".into()],
+                is_owner: false,
+                at: now,
+            },
+        );
+        let principal = issuer.verify(&token, now).unwrap();
+        assert!(principal.roles.is_empty());
+        assert!(!principal.can("users.read"));
     }
 
     #[test]

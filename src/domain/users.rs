@@ -27,6 +27,7 @@ pub struct CreateUser {
     pub first_name: PersonName,
     pub last_name: PersonName,
     pub roles: Vec<String>,
+    pub tags: Vec<String>,
     pub password: Option<Password>,
     pub dialer_profile: Option<DialerProfile>,
     pub secrets: ProfileSecrets,
@@ -41,6 +42,7 @@ pub struct UserPatch {
     pub first_name: Option<PersonName>,
     pub last_name: Option<PersonName>,
     pub roles: Option<Vec<String>>,
+    pub tags: Option<Vec<String>>,
     /// Changes to the Dialer profile, applied in order onto the current one.
     pub profile: Vec<ProfileField>,
     /// New write-only secrets; `None` keeps the stored ones.
@@ -176,10 +178,12 @@ impl App {
         client: &ClientInfo,
     ) -> Result<(User, Option<String>)> {
         policy::authorize(principal, Action::CreateUsers)?;
-        policy::authorize_role_change(principal, &request.roles, &[])?;
         if request.roles.is_empty() {
             return Err(Error::invalid("roles", "assign at least one role"));
         }
+        self.resolve_roles(principal.tenant_id, &request.roles, "roles")
+            .await?;
+        self.authorize_roles(principal, &request.roles, &[]).await?;
         let password_hash = match &request.password {
             Some(password) => Some(self.passwords.hash(password.expose()).await?),
             None => None,
@@ -192,6 +196,27 @@ impl App {
             Some(username) => username,
             None => Username::parse("username", request.email.as_str())?,
         };
+        // A taken email also takes the username it defaults to; which unique index the database
+        // trips first differs between backends, so name the email first here.
+        let (taken_emails, taken_usernames) = store::users::taken_logins(
+            self.store.db(),
+            principal.tenant_id,
+            &[request.email.as_str().to_owned()],
+            &[username.as_str().to_owned()],
+        )
+        .await?;
+        if !taken_emails.is_empty() {
+            return Err(Error::already_exists(
+                "email",
+                "is already taken in this account",
+            ));
+        }
+        if !taken_usernames.is_empty() {
+            return Err(Error::already_exists(
+                "username",
+                "is already taken in this account",
+            ));
+        }
         let user = User {
             id: UserId::new(),
             tenant_id: principal.tenant_id,
@@ -201,6 +226,9 @@ impl App {
             last_name: request.last_name,
             status: UserStatus::PendingConfirmation,
             roles: request.roles,
+            is_admin: false,
+            tags: request.tags,
+            memberships: Vec::new(),
             is_owner: false,
             password_change_required: false,
             caldav_token_set: request.secrets.caldav_token.is_some(),
@@ -268,9 +296,14 @@ impl App {
         mut page: UserPageRequest,
         include_total: bool,
     ) -> Result<UserPage> {
-        if policy::authorize(principal, Action::ReadUsers).is_err() {
-            policy::authorize(principal, Action::ReadSelf)?;
-            page.filter.ids = Some(vec![principal.user_id]);
+        match policy::authorize(principal, Action::ReadUsers) {
+            Ok(()) => {}
+            // Only a missing permission narrows the list; a pending password change refuses it.
+            Err(Error::PermissionDenied { .. }) => {
+                policy::authorize(principal, Action::ReadSelf)?;
+                page.filter.ids = Some(vec![principal.user_id]);
+            }
+            Err(other) => return Err(other),
         }
         let db = self.store.db();
         let (users, more) = store::users::list(db, principal.tenant_id, &page).await?;
@@ -305,6 +338,9 @@ impl App {
         if patch.roles.is_some() {
             scopes.push(EditScope::Roles);
         }
+        if patch.tags.is_some() {
+            scopes.push(EditScope::Account);
+        }
         for scope in scopes {
             policy::authorize_on_user(principal, UserAction::Edit(scope), &target, None)?;
         }
@@ -322,7 +358,9 @@ impl App {
                     .filter(|r| !roles.contains(r))
                     .cloned()
                     .collect();
-                policy::authorize_role_change(principal, &added, &removed)?;
+                self.resolve_roles(principal.tenant_id, roles, "user.roles")
+                    .await?;
+                self.authorize_roles(principal, &added, &removed).await?;
                 if roles.is_empty() && !target.is_owner {
                     return Err(Error::invalid(
                         "user.roles",
@@ -334,6 +372,9 @@ impl App {
             }
             _ => false,
         };
+        if let Some(tags) = &patch.tags {
+            updated.tags = tags.clone();
+        }
         if let Some(email) = patch.email {
             updated.email = email;
         }
@@ -362,13 +403,12 @@ impl App {
         updated.updated_at = now;
         let tx = self.store.begin().await?;
         store::users::update(&tx, &updated, &patch.secrets, now).await?;
-        let mut revoked = Vec::new();
         if roles_changed {
             store::users::set_roles(&tx, principal.tenant_id, user_id, &updated.roles).await?;
-            // Permissions travel in access tokens: old tokens must go so the change bites at once.
-            revoked =
-                store::users::bump_token_generation(&tx, principal.tenant_id, &[user_id], now)
-                    .await?;
+            store::users::mark_roles_changed(&tx, principal.tenant_id, &[user_id], now).await?;
+        }
+        if let Some(tags) = &patch.tags {
+            store::users::set_tags(&tx, principal.tenant_id, user_id, tags).await?;
         }
         self.record(
             &tx,
@@ -383,7 +423,10 @@ impl App {
         )
         .await?;
         store::commit(tx).await?;
-        self.revoked(revoked);
+        if roles_changed {
+            // The new permissions replace the ones inside the user's tokens on their next call.
+            self.regrant(principal.tenant_id, &[user_id]).await?;
+        }
         self.target(principal.tenant_id, user_id).await
     }
 
@@ -610,6 +653,10 @@ impl App {
             ));
         }
         let former = self.target(principal.tenant_id, principal.user_id).await?;
+        if let FormerOwner::Roles(roles) = &former_owner {
+            self.resolve_roles(principal.tenant_id, roles, "former_owner_roles.roles")
+                .await?;
+        }
         let now = self.clock.now();
         let tx = self.store.begin().await?;
         store::tenants::set_owner(&tx, principal.tenant_id, new_owner).await?;

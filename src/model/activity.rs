@@ -65,3 +65,44 @@ pub struct ActivityRecord {
     pub details: serde_json::Value,
     pub created_at: DateTime<Utc>,
 }
+
+/// Which activity records a listing or a live watch shows; empty parts do not filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActivityFilter {
+    /// Records by this user.
+    pub actor: Option<UserId>,
+    /// Records about this target (a user id, usually).
+    pub target: Option<Uuid>,
+    /// Records by or about this user (what a user without `activity.read` may see of their own).
+    pub involving: Option<UserId>,
+    /// Action names (`auth.login`), or prefixes ending in `*` (`auth.*`); any of them matches.
+    pub actions: Vec<String>,
+    /// Written at or after this instant.
+    pub since: Option<DateTime<Utc>>,
+    /// Written before this instant.
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl ActivityFilter {
+    /// Whether `record` passes the filter (the live feed filters in memory, lists in SQL).
+    pub fn matches(&self, record: &ActivityRecord) -> bool {
+        let action_ok = self.actions.is_empty()
+            || self
+                .actions
+                .iter()
+                .any(|action| match action.strip_suffix('*') {
+                    Some(prefix) => record.action.starts_with(prefix),
+                    None => record.action == *action,
+                });
+        action_ok
+            && self.actor.is_none_or(|actor| record.actor == Some(actor))
+            && self
+                .target
+                .is_none_or(|target| record.target_id == Some(target))
+            && self
+                .involving
+                .is_none_or(|user| record.actor == Some(user) || record.target_id == Some(user.0))
+            && self.since.is_none_or(|since| record.created_at >= since)
+            && self.until.is_none_or(|until| record.created_at < until)
+    }
+}

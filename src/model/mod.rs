@@ -9,11 +9,12 @@ mod principal;
 mod profile;
 mod roles;
 mod secret;
+mod team;
 mod tenant;
 mod user;
 mod values;
 
-pub use activity::{ActivityRecord, ClientInfo, NewActivity};
+pub use activity::{ActivityFilter, ActivityRecord, ClientInfo, NewActivity};
 pub use clock::{Clock, SystemClock};
 pub use error::{Error, FieldViolation, Result, Violations};
 pub use ids::{SessionId, TenantId, UserId};
@@ -22,8 +23,12 @@ pub use profile::{
     AutoDial, DialerProfile, Extension, Language, PbxExtension, PhoneNumber, ProfileSecrets,
     SipSettings, SipUri, TimeZone, parse_network,
 };
-pub use roles::{ALL_PERMISSIONS, BuiltinRole, Permission, parse_roles, permissions_of};
+pub use roles::{
+    ADMIN_GRADE_PERMISSIONS, ALL_PERMISSIONS, BuiltinRole, Permission, RoleDef, RoleScope,
+    builtin_role, builtin_roles, effective_permissions, normalize_role_key, normalize_role_keys,
+};
 pub use secret::Secret;
+pub use team::{Membership, Team, TeamId, TeamKind, TeamRole};
 pub use tenant::{Tenant, TenantRef, slug_from_name};
 pub use user::{MatchMode, User, UserCursor, UserFilter, UserOrder, UserPageRequest, UserStatus};
 pub use values::{AccountName, Email, Login, Password, PersonName, Username};

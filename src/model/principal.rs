@@ -1,6 +1,6 @@
 use chrono::{DateTime, Utc};
 
-use super::{Permission, SessionId, TenantId, UserId, permissions_of};
+use super::{SessionId, TenantId, UserId};
 
 /// The verified identity behind a request. The tenant comes only from here, never from a
 /// request field.
@@ -9,11 +9,16 @@ pub struct Principal {
     pub tenant_id: TenantId,
     pub user_id: UserId,
     pub session_id: SessionId,
-    /// Role keys.
+    /// Role keys of every scope.
     pub roles: Vec<String>,
+    /// Effective permission keys (all of them for the owner).
+    pub permissions: Vec<String>,
     pub is_owner: bool,
     /// The user must change their password before anything else works.
     pub password_change_required: bool,
+    /// The account requires two-factor authentication and the user has not enrolled yet: only
+    /// enrolment (and reading oneself, logging out) works until they do.
+    pub two_factor_enrollment_required: bool,
     /// When the access token was issued.
     pub issued_at: DateTime<Utc>,
     /// When the access token expires.
@@ -21,13 +26,8 @@ pub struct Principal {
 }
 
 impl Principal {
-    /// The effective permissions.
-    pub fn permissions(&self) -> Vec<Permission> {
-        permissions_of(&self.roles, self.is_owner)
-    }
-
     /// Whether the principal holds `permission`.
-    pub fn can(&self, permission: Permission) -> bool {
-        self.is_owner || self.permissions().contains(&permission)
+    pub fn can(&self, permission: &str) -> bool {
+        self.is_owner || self.permissions.iter().any(|p| p == permission)
     }
 }

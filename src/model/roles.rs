@@ -43,8 +43,188 @@ pub const ALL_PERMISSIONS: &[(Permission, &str)] = &[
         "view teams, departments, desks and their members",
     ),
     ("teams.write", "manage teams and their members"),
+    ("roles.manage", "create, rename and delete custom roles"),
     ("inbox.access", "use the Inbox section"),
+    (
+        "inbox.manage",
+        "manage the Inbox: conversations of every team member",
+    ),
 ];
+
+/// Permissions that make a role admin-grade: only the owner creates, changes or assigns a role
+/// holding any of them, and admins cannot change the users who hold one.
+pub const ADMIN_GRADE_PERMISSIONS: &[Permission] = &[
+    "users.write",
+    "users.delete",
+    "roles.assign",
+    "roles.manage",
+    "sessions.manage",
+];
+
+/// Where a role applies. A user holds any number of account roles, and at most one Platform role
+/// and one Inbox role (the SMS page).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RoleScope {
+    Account,
+    Platform,
+    Inbox,
+}
+
+impl RoleScope {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Account => "ACCOUNT",
+            Self::Platform => "PLATFORM",
+            Self::Inbox => "INBOX",
+        }
+    }
+
+    /// Reads a stored name.
+    pub fn from_stored(text: &str) -> Option<Self> {
+        match text {
+            "ACCOUNT" => Some(Self::Account),
+            "PLATFORM" => Some(Self::Platform),
+            "INBOX" => Some(Self::Inbox),
+            _ => None,
+        }
+    }
+}
+
+/// A role: built in, or defined by an account from the catalogue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleDef {
+    /// Upper-case key, e.g. `ADMIN` or `SUPPORT_LEAD`.
+    pub key: String,
+    pub name: String,
+    pub scope: RoleScope,
+    /// Sorted permission keys.
+    pub permissions: Vec<String>,
+    pub builtin: bool,
+}
+
+impl RoleDef {
+    /// Whether holding the role is as good as being an admin.
+    pub fn is_admin_grade(&self) -> bool {
+        self.permissions
+            .iter()
+            .any(|p| ADMIN_GRADE_PERMISSIONS.contains(&p.as_str()))
+    }
+}
+
+/// Built-in Platform and Inbox roles of the SMS page: (key, name, scope, permissions).
+const SCOPED_BUILTINS: &[(&str, &str, RoleScope, &[Permission])] = &[
+    (
+        "PLATFORM_ADMIN",
+        "Platform admin",
+        RoleScope::Platform,
+        &[
+            "sms.access",
+            "lookup.access",
+            "teams.read",
+            "teams.write",
+            "users.read",
+        ],
+    ),
+    (
+        "PLATFORM_MEMBER",
+        "Platform member",
+        RoleScope::Platform,
+        &["sms.access", "teams.read"],
+    ),
+    (
+        "INBOX_MANAGER",
+        "Inbox manager",
+        RoleScope::Inbox,
+        &["inbox.access", "inbox.manage"],
+    ),
+    (
+        "INBOX_AGENT",
+        "Inbox agent",
+        RoleScope::Inbox,
+        &["inbox.access"],
+    ),
+];
+
+/// Every built-in role.
+pub fn builtin_roles() -> Vec<RoleDef> {
+    let account = BuiltinRole::ALL.into_iter().map(|role| RoleDef {
+        key: role.key().to_owned(),
+        name: role.name().to_owned(),
+        scope: RoleScope::Account,
+        permissions: role.permissions().iter().map(|p| (*p).to_owned()).collect(),
+        builtin: true,
+    });
+    let scoped = SCOPED_BUILTINS
+        .iter()
+        .map(|(key, name, scope, permissions)| RoleDef {
+            key: (*key).to_owned(),
+            name: (*name).to_owned(),
+            scope: *scope,
+            permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
+            builtin: true,
+        });
+    let mut roles: Vec<RoleDef> = account.chain(scoped).collect();
+    for role in &mut roles {
+        role.permissions.sort();
+    }
+    roles
+}
+
+/// The built-in role with `key`, if any.
+pub fn builtin_role(key: &str) -> Option<RoleDef> {
+    builtin_roles().into_iter().find(|role| role.key == key)
+}
+
+/// Checks the form of a role key (upper-cased): 2 to 64 of `A-Z 0-9 _`, starting with a letter.
+pub fn normalize_role_key(field: &str, text: &str) -> super::Result<String> {
+    let key = text.trim().to_uppercase();
+    let ok = (2..=64).contains(&key.len())
+        && key.starts_with(|c: char| c.is_ascii_uppercase())
+        && key
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(key)
+    } else {
+        Err(super::Error::invalid(
+            field,
+            format!("{text:?} is not a role key (A-Z, 0-9 and _, e.g. SUPPORT_LEAD)"),
+        ))
+    }
+}
+
+/// Normalises a list of role keys: upper-cased, sorted, without duplicates; existence is checked
+/// by the domain, which knows the account's custom roles.
+pub fn normalize_role_keys(field: &str, keys: &[String]) -> super::Result<Vec<String>> {
+    let mut roles = keys
+        .iter()
+        .map(|key| normalize_role_key(field, key))
+        .collect::<super::Result<Vec<_>>>()?;
+    roles.sort();
+    roles.dedup();
+    Ok(roles)
+}
+
+/// The effective permissions of a holder of `roles` (already resolved), sorted, without duplicates;
+/// every user may contact support and the owner holds everything.
+pub fn effective_permissions(roles: &[RoleDef], is_owner: bool) -> Vec<String> {
+    let mut permissions: Vec<String> = if is_owner {
+        ALL_PERMISSIONS
+            .iter()
+            .map(|(key, _)| (*key).to_owned())
+            .collect()
+    } else {
+        roles
+            .iter()
+            .flat_map(|role| role.permissions.iter().cloned())
+            .chain(EVERYONE.iter().map(|p| (*p).to_owned()))
+            .collect()
+    };
+    permissions.sort_unstable();
+    permissions.dedup();
+    permissions
+}
 
 /// Permissions every user holds, whatever their roles.
 const EVERYONE: &[Permission] = &["support.contact"];
@@ -68,6 +248,17 @@ impl BuiltinRole {
         Self::Finance,
         Self::Orders,
     ];
+
+    /// The display name of the Portal page.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Admin => "Admin",
+            Self::Reports => "Reports",
+            Self::TechConfig => "Tech. Configuration",
+            Self::Finance => "Finance",
+            Self::Orders => "Orders",
+        }
+    }
 
     /// The role key used in the API and the database.
     pub fn key(self) -> &'static str {
@@ -126,45 +317,6 @@ impl BuiltinRole {
     }
 }
 
-/// Parses role keys sent in `field`: known keys, upper-cased, sorted, without duplicates.
-pub fn parse_roles(field: &str, keys: &[String]) -> super::Result<Vec<String>> {
-    let mut roles = Vec::with_capacity(keys.len());
-    for key in keys {
-        let key = key.trim();
-        match BuiltinRole::from_key(key) {
-            Some(role) => roles.push(role.key().to_owned()),
-            None => {
-                return Err(super::Error::invalid(
-                    field,
-                    format!(
-                        "unknown role {key:?} (known: ADMIN, REPORTS, TECH_CONFIG, FINANCE, ORDERS)"
-                    ),
-                ));
-            }
-        }
-    }
-    roles.sort();
-    roles.dedup();
-    Ok(roles)
-}
-
-/// The effective permissions of a user with `roles`, sorted and without duplicates.
-pub fn permissions_of(roles: &[String], is_owner: bool) -> Vec<Permission> {
-    let mut permissions: Vec<Permission> = if is_owner {
-        ALL_PERMISSIONS.iter().map(|(key, _)| *key).collect()
-    } else {
-        roles
-            .iter()
-            .filter_map(|key| BuiltinRole::from_key(key))
-            .flat_map(|role| role.permissions().iter().copied())
-            .chain(EVERYONE.iter().copied())
-            .collect()
-    };
-    permissions.sort_unstable();
-    permissions.dedup();
-    permissions
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,7 +343,31 @@ mod tests {
 
     #[test]
     fn owner_holds_everything_and_everyone_may_contact_support() {
-        assert_eq!(permissions_of(&[], true).len(), ALL_PERMISSIONS.len());
-        assert_eq!(permissions_of(&[], false), vec!["support.contact"]);
+        assert_eq!(
+            effective_permissions(&[], true).len(),
+            ALL_PERMISSIONS.len()
+        );
+        assert_eq!(
+            effective_permissions(&[], false),
+            vec!["support.contact".to_string()]
+        );
+    }
+
+    #[test]
+    fn scoped_builtins_use_catalogue_permissions_and_admin_is_admin_grade() {
+        for role in builtin_roles() {
+            for permission in &role.permissions {
+                assert!(
+                    ALL_PERMISSIONS.iter().any(|(key, _)| key == permission),
+                    "{permission}"
+                );
+            }
+            assert_eq!(role.is_admin_grade(), role.key == "ADMIN", "{}", role.key);
+        }
+        assert!(normalize_role_key("r", "support lead").is_err());
+        assert_eq!(
+            normalize_role_key("r", "support_lead").unwrap(),
+            "SUPPORT_LEAD"
+        );
     }
 }

@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{
-    BuiltinRole, DialerProfile, Email, Error, PersonName, Result, TenantId, UserId, Username,
+    DialerProfile, Email, Error, Membership, PersonName, Result, TeamId, TenantId, UserId, Username,
 };
 
 /// Lifecycle state of a user.
@@ -52,8 +52,14 @@ pub struct User {
     pub first_name: PersonName,
     pub last_name: PersonName,
     pub status: UserStatus,
-    /// Role keys, sorted.
+    /// Role keys of every scope, sorted.
     pub roles: Vec<String>,
+    /// Whether a role of the user is admin-grade (Admin, or a custom role with admin permissions).
+    pub is_admin: bool,
+    /// Free labels.
+    pub tags: Vec<String>,
+    /// Teams, departments, desks, skill groups and spaces the user belongs to.
+    pub memberships: Vec<Membership>,
     pub is_owner: bool,
     pub password_change_required: bool,
     /// Dialer settings, for Dialer users.
@@ -68,11 +74,9 @@ pub struct User {
 }
 
 impl User {
-    /// Whether the user holds the Admin role.
+    /// Whether the user holds the Admin role or an admin-grade custom role.
     pub fn is_admin(&self) -> bool {
-        self.roles
-            .iter()
-            .any(|role| role == BuiltinRole::Admin.key())
+        self.is_admin
     }
 
     /// Whether the user is a Dialer tenant superuser.
@@ -101,6 +105,10 @@ pub struct UserFilter {
     pub statuses: Vec<UserStatus>,
     /// Users holding any of these roles.
     pub roles: Vec<String>,
+    /// Users in any of these teams (departments, desks, skill groups, spaces).
+    pub team_ids: Vec<TeamId>,
+    /// Users with any of these tags.
+    pub tags: Vec<String>,
     /// Only these users (a list restricted to the caller, or an explicit selection).
     pub ids: Option<Vec<UserId>>,
 }

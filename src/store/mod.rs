@@ -4,10 +4,15 @@
 pub mod activity;
 mod entity;
 pub mod keys;
+pub mod lockouts;
+pub mod notify;
 pub mod outbox;
+pub mod roles;
 pub mod sessions;
+pub mod teams;
 pub mod tenants;
 pub mod tokens;
+pub mod two_factor;
 pub mod users;
 
 use std::time::Duration;
@@ -30,6 +35,7 @@ pub type Tx = DatabaseTransaction;
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
+    sqlite: bool,
 }
 
 impl Store {
@@ -44,10 +50,14 @@ impl Store {
             };
         let sqlite = url.starts_with("sqlite:");
         let mut options = ConnectOptions::new(url);
-        // SQLite allows one writer: a single connection avoids SQLITE_BUSY on lock upgrades, and
-        // its queries are short enough that serialising them costs little.
+        // SQLite allows one writer: transactions begin IMMEDIATE (see `begin`), so writers queue on
+        // the lock instead of failing a read-to-write upgrade, while WAL lets readers go on.
         options
-            .max_connections(if sqlite { 1 } else { max_connections })
+            .max_connections(if sqlite {
+                max_connections.min(4)
+            } else {
+                max_connections
+            })
             .min_connections(1)
             .connect_timeout(Duration::from_secs(5))
             .acquire_timeout(Duration::from_secs(10))
@@ -59,7 +69,7 @@ impl Store {
             )
             .await?;
         }
-        Ok(Self { db })
+        Ok(Self { db, sqlite })
     }
 
     /// Applies pending migrations.
@@ -84,6 +94,13 @@ impl Store {
 
     /// Starts a transaction.
     pub async fn begin(&self) -> Result<Tx> {
+        if self.sqlite {
+            let options = sea_orm::TransactionOptions {
+                sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+                ..Default::default()
+            };
+            return Ok(self.db.begin_with_options(options).await?);
+        }
         Ok(self.db.begin().await?)
     }
 

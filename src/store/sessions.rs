@@ -2,7 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QuerySelect, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::Expr,
 };
 
 use super::{Conn, entity::session};
@@ -188,6 +189,93 @@ pub async fn revoke_for_users(
             .col_expr(session::Column::RevokedReason, Expr::value(reason))
             .filter(session::Column::TenantId.eq(tenant_id.0))
             .filter(session::Column::UserId.is_in(chunk.iter().map(|id| id.0)))
+            .filter(session::Column::RevokedAt.is_null())
+            .exec(db)
+            .await?
+            .rows_affected;
+    }
+    Ok(ended)
+}
+
+/// Which sessions a listing covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionScope {
+    /// One user's.
+    User(UserId),
+    /// Every user's of the account.
+    Account,
+}
+
+/// A page of open sessions of one account, newest first, after the session `after` (keyset on
+/// the time-ordered id).
+pub async fn list_open(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    scope: SessionScope,
+    now: DateTime<Utc>,
+    after: Option<SessionId>,
+    limit: u64,
+) -> Result<Vec<SessionRecord>> {
+    let mut query = session::Entity::find()
+        .filter(session::Column::TenantId.eq(tenant_id.0))
+        .filter(session::Column::RevokedAt.is_null())
+        .filter(session::Column::ExpiresAt.gt(now));
+    if let SessionScope::User(user_id) = scope {
+        query = query.filter(session::Column::UserId.eq(user_id.0));
+    }
+    if let Some(after) = after {
+        query = query.filter(session::Column::Id.lt(after.0));
+    }
+    Ok(query
+        .order_by_desc(session::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(to_record)
+        .collect())
+}
+
+/// The open sessions of an account (or of one user), as (session, user) pairs.
+pub async fn open_sessions(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    scope: SessionScope,
+    now: DateTime<Utc>,
+) -> Result<Vec<(SessionId, UserId)>> {
+    let mut query = session::Entity::find()
+        .select_only()
+        .column(session::Column::Id)
+        .column(session::Column::UserId)
+        .filter(session::Column::TenantId.eq(tenant_id.0))
+        .filter(session::Column::RevokedAt.is_null())
+        .filter(session::Column::ExpiresAt.gt(now));
+    if let SessionScope::User(user_id) = scope {
+        query = query.filter(session::Column::UserId.eq(user_id.0));
+    }
+    let rows: Vec<(uuid::Uuid, uuid::Uuid)> = query.into_tuple().all(db).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(session, user)| (SessionId(session), UserId(user)))
+        .collect())
+}
+
+/// Ends the given sessions of the account that are still open (set-based, one statement per
+/// chunk); returns how many it ended.
+pub async fn revoke_many(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    ids: &[SessionId],
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<u64> {
+    let mut ended = 0;
+    for chunk in ids.chunks(super::users::CHUNK) {
+        ended += session::Entity::update_many()
+            .col_expr(session::Column::RevokedAt, Expr::value(now))
+            .col_expr(session::Column::RevokedReason, Expr::value(reason))
+            .filter(session::Column::TenantId.eq(tenant_id.0))
+            .filter(session::Column::Id.is_in(chunk.iter().map(|id| id.0)))
             .filter(session::Column::RevokedAt.is_null())
             .exec(db)
             .await?

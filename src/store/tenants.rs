@@ -64,3 +64,25 @@ pub async fn slug_taken(db: &impl Conn, slug: &str) -> Result<bool> {
         .await?
         .is_some())
 }
+
+/// Whether the account requires two-factor authentication of all its users.
+pub async fn requires_two_factor(db: &impl Conn, tenant_id: TenantId) -> Result<bool> {
+    Ok(tenant::Entity::find_by_id(tenant_id.0)
+        .one(db)
+        .await?
+        .is_some_and(|row| row.require_two_factor))
+}
+
+/// Sets whether the account requires two-factor authentication of all its users.
+pub async fn set_requires_two_factor(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    required: bool,
+) -> Result<()> {
+    tenant::Entity::update_many()
+        .col_expr(tenant::Column::RequireTwoFactor, Expr::value(required))
+        .filter(tenant::Column::Id.eq(tenant_id.0))
+        .exec(db)
+        .await?;
+    Ok(())
+}

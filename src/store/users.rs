@@ -11,11 +11,12 @@ use sea_orm::{
 
 use super::{
     Conn,
-    entity::{tenant, user, user_role},
+    entity::{team_member, tenant, user, user_role, user_tag},
 };
 use crate::model::{
-    DialerProfile, Email, Error, Login, MatchMode, PersonName, ProfileSecrets, Result, TenantId,
-    User, UserCursor, UserFilter, UserId, UserOrder, UserPageRequest, UserStatus, Username,
+    DialerProfile, Email, Error, Login, MatchMode, Membership, PersonName, ProfileSecrets, Result,
+    TenantId, User, UserCursor, UserFilter, UserId, UserOrder, UserPageRequest, UserStatus,
+    Username, builtin_role,
 };
 
 /// Largest number of ids bound in one statement (well under SQLite's 32,766 parameters).
@@ -38,7 +39,15 @@ pub struct NewUser {
     pub secrets: ProfileSecrets,
 }
 
-fn to_model(row: user::Model, roles: Vec<String>, owner: Option<UserId>) -> Result<Credentials> {
+/// What a user row is completed with.
+struct Extras {
+    roles: Vec<String>,
+    is_admin: bool,
+    tags: Vec<String>,
+    memberships: Vec<Membership>,
+}
+
+fn to_model(row: user::Model, extras: Extras, owner: Option<UserId>) -> Result<Credentials> {
     let dialer_profile = match row.dialer_profile.as_deref() {
         Some(json) => Some(
             serde_json::from_str::<DialerProfile>(json)
@@ -54,7 +63,10 @@ fn to_model(row: user::Model, roles: Vec<String>, owner: Option<UserId>) -> Resu
         first_name: PersonName::parse("first_name", &row.first_name)?,
         last_name: PersonName::parse("last_name", &row.last_name)?,
         status: UserStatus::from_stored(&row.status)?,
-        roles,
+        roles: extras.roles,
+        is_admin: extras.is_admin,
+        tags: extras.tags,
+        memberships: extras.memberships,
         is_owner: owner == Some(UserId(row.id)),
         password_change_required: row.password_change_required,
         dialer_profile,
@@ -94,6 +106,20 @@ async fn roles_of_many(
     Ok(roles)
 }
 
+/// Role keys of many users of one account.
+pub async fn roles_of_users(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    ids: &[UserId],
+) -> Result<HashMap<UserId, Vec<String>>> {
+    let raw: Vec<uuid::Uuid> = ids.iter().map(|id| id.0).collect();
+    Ok(roles_of_many(db, tenant_id, &raw)
+        .await?
+        .into_iter()
+        .map(|(id, roles)| (UserId(id), roles))
+        .collect())
+}
+
 async fn owner_of(db: &impl Conn, tenant_id: TenantId) -> Result<Option<UserId>> {
     Ok(tenant::Entity::find_by_id(tenant_id.0)
         .one(db)
@@ -102,7 +128,56 @@ async fn owner_of(db: &impl Conn, tenant_id: TenantId) -> Result<Option<UserId>>
         .map(UserId))
 }
 
-/// Turns rows of one account into users, with two more queries whatever the number of rows.
+/// Tags of many users of one account.
+async fn tags_of_many(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    ids: &[uuid::Uuid],
+) -> Result<HashMap<uuid::Uuid, Vec<String>>> {
+    let mut tags: HashMap<uuid::Uuid, Vec<String>> = HashMap::new();
+    for chunk in ids.chunks(CHUNK) {
+        let rows = user_tag::Entity::find()
+            .filter(user_tag::Column::TenantId.eq(tenant_id.0))
+            .filter(user_tag::Column::UserId.is_in(chunk.iter().copied()))
+            .all(db)
+            .await?;
+        for row in rows {
+            tags.entry(row.user_id).or_default().push(row.tag);
+        }
+    }
+    for list in tags.values_mut() {
+        list.sort();
+    }
+    Ok(tags)
+}
+
+/// Role keys that make their holders admins: Admin, and custom roles with admin permissions.
+async fn admin_grade_keys(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    keys: &HashSet<&String>,
+) -> Result<HashSet<String>> {
+    let custom: Vec<String> = keys
+        .iter()
+        .filter(|key| builtin_role(key).is_none())
+        .map(|key| (*key).clone())
+        .collect();
+    let mut admin: HashSet<String> = keys
+        .iter()
+        .filter(|key| builtin_role(key).is_some_and(|role| role.is_admin_grade()))
+        .map(|key| (*key).clone())
+        .collect();
+    admin.extend(
+        super::roles::find_many(db, tenant_id, &custom)
+            .await?
+            .into_iter()
+            .filter(|role| role.is_admin_grade())
+            .map(|role| role.key),
+    );
+    Ok(admin)
+}
+
+/// Turns rows of one account into users, with a fixed number of queries whatever the number of rows.
 async fn complete_many(
     db: &impl Conn,
     tenant_id: TenantId,
@@ -113,13 +188,165 @@ async fn complete_many(
     }
     let ids: Vec<uuid::Uuid> = rows.iter().map(|row| row.id).collect();
     let mut roles = roles_of_many(db, tenant_id, &ids).await?;
+    let mut tags = tags_of_many(db, tenant_id, &ids).await?;
+    let mut memberships = super::teams::memberships_of(db, tenant_id, &ids).await?;
+    let keys: HashSet<&String> = roles.values().flatten().collect();
+    let admin_keys = admin_grade_keys(db, tenant_id, &keys).await?;
     let owner = owner_of(db, tenant_id).await?;
     rows.into_iter()
         .map(|row| {
             let user_roles = roles.remove(&row.id).unwrap_or_default();
-            to_model(row, user_roles, owner)
+            let extras = Extras {
+                is_admin: user_roles.iter().any(|role| admin_keys.contains(role)),
+                roles: user_roles,
+                tags: tags.remove(&row.id).unwrap_or_default(),
+                memberships: memberships.remove(&row.id).unwrap_or_default(),
+            };
+            to_model(row, extras, owner)
         })
         .collect()
+}
+
+/// Replaces a user's tags.
+pub async fn set_tags(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    user_id: UserId,
+    tags: &[String],
+) -> Result<()> {
+    user_tag::Entity::delete_many()
+        .filter(user_tag::Column::TenantId.eq(tenant_id.0))
+        .filter(user_tag::Column::UserId.eq(user_id.0))
+        .exec(db)
+        .await?;
+    add_tags(db, tenant_id, &[user_id], tags).await
+}
+
+/// Adds tags to many users (skipping those they have).
+pub async fn add_tags(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    ids: &[UserId],
+    tags: &[String],
+) -> Result<()> {
+    for tag in tags {
+        for chunk in ids.chunks(CHUNK) {
+            let have: HashSet<uuid::Uuid> = user_tag::Entity::find()
+                .select_only()
+                .column(user_tag::Column::UserId)
+                .filter(user_tag::Column::TenantId.eq(tenant_id.0))
+                .filter(user_tag::Column::Tag.eq(tag.as_str()))
+                .filter(user_tag::Column::UserId.is_in(chunk.iter().map(|id| id.0)))
+                .into_tuple()
+                .all(db)
+                .await?
+                .into_iter()
+                .collect();
+            let missing: Vec<user_tag::ActiveModel> = chunk
+                .iter()
+                .filter(|id| !have.contains(&id.0))
+                .map(|id| user_tag::ActiveModel {
+                    tenant_id: Set(tenant_id.0),
+                    user_id: Set(id.0),
+                    tag: Set(tag.clone()),
+                })
+                .collect();
+            if !missing.is_empty() {
+                user_tag::Entity::insert_many(missing)
+                    .exec_without_returning(db)
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes tags from many users.
+pub async fn remove_tags(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    ids: &[UserId],
+    tags: &[String],
+) -> Result<()> {
+    for chunk in ids.chunks(CHUNK) {
+        user_tag::Entity::delete_many()
+            .filter(user_tag::Column::TenantId.eq(tenant_id.0))
+            .filter(user_tag::Column::UserId.is_in(chunk.iter().map(|id| id.0)))
+            .filter(user_tag::Column::Tag.is_in(tags.iter().cloned()))
+            .exec(db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Records that the users' roles changed now (so a restart re-applies the change to older tokens).
+pub async fn mark_roles_changed(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    ids: &[UserId],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    for chunk in ids.chunks(CHUNK) {
+        user::Entity::update_many()
+            .col_expr(user::Column::RolesChangedAt, Expr::value(now))
+            .filter(user::Column::TenantId.eq(tenant_id.0))
+            .filter(user::Column::Id.is_in(chunk.iter().map(|id| id.0)))
+            .exec(db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Users whose roles changed after `since`, to seed the current grants at start.
+pub async fn roles_changed_since(
+    db: &impl Conn,
+    since: DateTime<Utc>,
+) -> Result<Vec<(TenantId, UserId, DateTime<Utc>)>> {
+    let rows: Vec<(uuid::Uuid, uuid::Uuid, Option<DateTime<Utc>>)> = user::Entity::find()
+        .select_only()
+        .column(user::Column::TenantId)
+        .column(user::Column::Id)
+        .column(user::Column::RolesChangedAt)
+        .filter(user::Column::RolesChangedAt.gt(since))
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(tenant, id, at)| at.map(|at| (TenantId(tenant), UserId(id), at)))
+        .collect())
+}
+
+/// Role keys held by users of the account (any of `keys`), for re-granting after a role changes.
+pub async fn holders_of_any(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    keys: &[String],
+) -> Result<Vec<UserId>> {
+    let ids: Vec<uuid::Uuid> = user_role::Entity::find()
+        .select_only()
+        .column(user_role::Column::UserId)
+        .distinct()
+        .filter(user_role::Column::TenantId.eq(tenant_id.0))
+        .filter(user_role::Column::Role.is_in(keys.iter().cloned()))
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(ids.into_iter().map(UserId).collect())
+}
+
+/// Removes role keys from every holder in the account (a deleted custom role).
+pub async fn unassign_role_everywhere(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    key: &str,
+) -> Result<()> {
+    user_role::Entity::delete_many()
+        .filter(user_role::Column::TenantId.eq(tenant_id.0))
+        .filter(user_role::Column::Role.eq(key))
+        .exec(db)
+        .await?;
+    Ok(())
 }
 
 fn profile_json(user: &User) -> Result<Option<String>> {
@@ -158,6 +385,7 @@ fn active_model(new: &NewUser) -> Result<user::ActiveModel> {
             .as_ref()
             .map(|s| s.expose().to_owned())),
         token_generation: Set(0),
+        roles_changed_at: Set(None),
     })
 }
 
@@ -167,7 +395,11 @@ pub async fn insert(db: &impl Conn, new: &NewUser) -> Result<()> {
         .exec_without_returning(db)
         .await?;
     let user = &new.user;
-    set_roles(db, user.tenant_id, user.id, &user.roles).await
+    set_roles(db, user.tenant_id, user.id, &user.roles).await?;
+    if !user.tags.is_empty() {
+        add_tags(db, user.tenant_id, &[user.id], &user.tags).await?;
+    }
+    Ok(())
 }
 
 /// Inserts many users of one account with multi-row statements (an import).
@@ -374,6 +606,24 @@ fn filter_condition(tenant_id: TenantId, filter: &UserFilter) -> Condition {
             .and_where(user_role::Column::Role.is_in(filter.roles.iter().cloned()))
             .to_owned();
         condition = condition.add(user::Column::Id.in_subquery(holders));
+    }
+    if !filter.team_ids.is_empty() {
+        let members = Query::select()
+            .column(team_member::Column::UserId)
+            .from(team_member::Entity)
+            .and_where(team_member::Column::TenantId.eq(tenant_id.0))
+            .and_where(team_member::Column::TeamId.is_in(filter.team_ids.iter().map(|id| id.0)))
+            .to_owned();
+        condition = condition.add(user::Column::Id.in_subquery(members));
+    }
+    if !filter.tags.is_empty() {
+        let tagged = Query::select()
+            .column(user_tag::Column::UserId)
+            .from(user_tag::Entity)
+            .and_where(user_tag::Column::TenantId.eq(tenant_id.0))
+            .and_where(user_tag::Column::Tag.is_in(filter.tags.iter().cloned()))
+            .to_owned();
+        condition = condition.add(user::Column::Id.in_subquery(tagged));
     }
     if let Some(ids) = &filter.ids {
         condition = condition.add(user::Column::Id.is_in(ids.iter().map(|id| id.0)));

@@ -2,9 +2,16 @@
 
 pub mod action_token;
 pub mod activity;
+pub mod backup_code;
 pub mod outbox;
+pub mod role;
 pub mod server_key;
 pub mod session;
+pub mod team;
+pub mod team_member;
 pub mod tenant;
+pub mod two_factor;
 pub mod user;
+pub mod user_lockout;
 pub mod user_role;
+pub mod user_tag;

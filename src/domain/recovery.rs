@@ -1,0 +1,152 @@
+//! Self-service "forgot password": a mailed single-use, expiring token lets a user choose a new
+//! password. The request answers the same whether or not the email exists, and takes the same
+//! time: the lookup and the mail happen after the answer, in the background.
+
+use serde_json::json;
+
+use super::{App, mail, tokens};
+use crate::{
+    model::{
+        ClientInfo, Email, Error, Login, NewActivity, Password, Result, TenantRef, UserStatus,
+    },
+    store,
+};
+
+/// Purpose of the mailed-token table rows that reset passwords.
+pub const PURPOSE_PASSWORD_RESET: &str = "password_reset";
+
+impl App {
+    /// Mails a password-reset link to the user with `email` in the account, if there is one and
+    /// they may log in. Returns at once, before looking anything up.
+    pub fn request_password_reset(&self, tenant: TenantRef, email: Email, client: ClientInfo) {
+        let app = self.clone();
+        tokio::spawn(async move {
+            if let Err(err) = app.send_password_reset(&tenant, &email, &client).await {
+                tracing::warn!(error = %err, "password reset request failed");
+            }
+        });
+    }
+
+    async fn send_password_reset(
+        &self,
+        tenant: &TenantRef,
+        email: &Email,
+        client: &ClientInfo,
+    ) -> Result<()> {
+        let db = self.store.db();
+        let Some(tenant) = store::tenants::find(db, tenant).await? else {
+            return Ok(());
+        };
+        let login = Login::parse("email", email.as_str())?;
+        let Some(credentials) = store::users::find_by_login(db, tenant.id, &login).await? else {
+            return Ok(());
+        };
+        let user = credentials.user;
+        // Only the email counts (not a username that happens to look like it), and only users
+        // who may log in: pending users activate, deactivated ones ask an admin.
+        if user.email != *email || !matches!(user.status, UserStatus::Active | UserStatus::Locked) {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let token = tokens::random_secret();
+        let ttl = self.policies.password_reset_ttl;
+        let tx = self.store.begin().await?;
+        store::tokens::retire(&tx, tenant.id, user.id, &[PURPOSE_PASSWORD_RESET], now).await?;
+        store::tokens::insert(
+            &tx,
+            tenant.id,
+            user.id,
+            PURPOSE_PASSWORD_RESET,
+            &tokens::token_hash(&token),
+            now,
+            now + ttl,
+        )
+        .await?;
+        let message = mail::password_reset(
+            user.email.as_str(),
+            user.first_name.as_str(),
+            tenant.name.as_str(),
+            &self.link("reset-password", &token),
+            ttl.num_minutes().max(1),
+        );
+        self.queue_mail(&tx, Some(tenant.id), &message).await?;
+        self.record(
+            &tx,
+            NewActivity::on_user(
+                tenant.id,
+                None,
+                "auth.password_reset_requested",
+                user.id,
+                client,
+            ),
+        )
+        .await?;
+        store::commit(tx).await?;
+        self.mail_queued();
+        Ok(())
+    }
+
+    /// Sets a new password with a password-reset token. The user's sessions end, and a lockout
+    /// is lifted (the mailbox proved who they are).
+    pub async fn reset_password_with_token(
+        &self,
+        token: &str,
+        new_password: Password,
+        client: &ClientInfo,
+    ) -> Result<()> {
+        let invalid = || Error::invalid("token", "is invalid or has already been used");
+        if token.trim().is_empty() {
+            return Err(Error::invalid("token", "is required"));
+        }
+        let now = self.clock.now();
+        let found = store::tokens::find_by_hash(self.store.db(), &tokens::token_hash(token.trim()))
+            .await?
+            .filter(|found| found.purpose == PURPOSE_PASSWORD_RESET)
+            .ok_or_else(invalid)?;
+        if found.used_at.is_some() {
+            return Err(invalid());
+        }
+        if found.expires_at <= now {
+            return Err(Error::precondition(
+                "TOKEN_EXPIRED",
+                "the password-reset link has expired; ask for a new one",
+            ));
+        }
+        let user = self
+            .target(found.tenant_id, found.user_id)
+            .await
+            .map_err(|_| invalid())?;
+        if !matches!(user.status, UserStatus::Active | UserStatus::Locked) {
+            return Err(invalid());
+        }
+        let hash = self.passwords.hash(new_password.expose()).await?;
+        let tx = self.store.begin().await?;
+        if !store::tokens::mark_used(&tx, found.id, now).await? {
+            return Err(invalid());
+        }
+        store::users::set_password_hash(&tx, user.tenant_id, user.id, &hash, false, now).await?;
+        if user.status == UserStatus::Locked {
+            store::users::set_status(&tx, user.tenant_id, &[user.id], UserStatus::Active, now)
+                .await?;
+        }
+        store::lockouts::clear(&tx, user.tenant_id, user.id).await?;
+        let revoked = self
+            .end_all_sessions(&tx, user.tenant_id, &[user.id], "password_reset")
+            .await?;
+        self.record(
+            &tx,
+            NewActivity::on_user(
+                user.tenant_id,
+                Some(user.id),
+                "user.password_reset_by_token",
+                user.id,
+                client,
+            )
+            .with_details(json!({ "unlocked": user.status == UserStatus::Locked })),
+        )
+        .await?;
+        store::commit(tx).await?;
+        self.revoked(revoked);
+        Ok(())
+    }
+}

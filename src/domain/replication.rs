@@ -1,0 +1,405 @@
+//! What replicas sharing one database tell each other, and how committed activity reaches the
+//! live feed.
+//!
+//! - PostgreSQL: revocations made here are NOTIFYed on `roster_revocations` right after their
+//!   commit; activity records are NOTIFYed on `roster_activity` inside their own transaction (so
+//!   at commit). Every replica LISTENs on a dedicated connection and applies what it hears within
+//!   milliseconds. After a lost connection it catches up on revocations from the tables, and it
+//!   does so every [`RESYNC_EVERY`] anyway, in case a notification was lost.
+//! - SQLite (one process): the feed tails the activity table after each write; one connection
+//!   serialises the transactions, so ids grow in commit order and the tail misses nothing.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+
+use super::{
+    App,
+    tokens::{CurrentGrant, RevocationEvent, Revocations},
+};
+use crate::{
+    model::{Result, SessionId, UserId},
+    store::{
+        self, Store,
+        activity::Announcement,
+        notify::{self, Listener, Notification},
+    },
+};
+
+/// How often revocations are read back from the tables as a safety net.
+pub const RESYNC_EVERY: Duration = Duration::from_secs(15);
+/// Records read from the table per tail query (SQLite).
+const TAIL_BATCH: u64 = 500;
+/// Ids in one revocation notification (keeps payloads under PostgreSQL's 8,000 bytes).
+const IDS_PER_MESSAGE: usize = 120;
+
+/// Loads the revocations younger than `since` into `revocations` (at start, and to catch up).
+pub async fn load_revocations(
+    store: &Store,
+    revocations: &Revocations,
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let db = store.db();
+    let mut sessions: Vec<(SessionId, DateTime<Utc>)> =
+        store::sessions::revoked_since(db, since).await?;
+    sessions.sort_by_key(|(_, at)| *at);
+    for (session, at) in sessions {
+        revocations.apply(RevocationEvent::Sessions(vec![session], at));
+    }
+    for (user, generation, at) in store::users::tokens_revoked_since(db, since).await? {
+        revocations.apply(RevocationEvent::Users(vec![(user, generation)], at));
+    }
+    let deleted = store::activity::targets_since(db, "user.deleted", since).await?;
+    revocations.apply(RevocationEvent::Users(
+        deleted
+            .into_iter()
+            .map(|user| (UserId(user), i64::MAX))
+            .collect(),
+        now,
+    ));
+    Ok(())
+}
+
+/// A revocation notification (short names keep payloads small).
+#[derive(Debug, Serialize, Deserialize)]
+struct RevocationMessage {
+    /// The replica that made it (which ignores its own).
+    o: Uuid,
+    /// Milliseconds since the epoch.
+    at: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    s: Vec<Uuid>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    u: Vec<(Uuid, i64)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    g: Option<GrantMessage>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct GrantMessage {
+    u: Uuid,
+    r: Vec<String>,
+    p: Vec<String>,
+    o: bool,
+}
+
+/// The notifications that carry `event` (several when it names many sessions or users).
+fn encode(origin: Uuid, event: &RevocationEvent) -> Vec<String> {
+    let message = |at: &DateTime<Utc>| RevocationMessage {
+        o: origin,
+        at: at.timestamp_millis(),
+        s: Vec::new(),
+        u: Vec::new(),
+        g: None,
+    };
+    let messages: Vec<RevocationMessage> = match event {
+        RevocationEvent::Sessions(sessions, at) => sessions
+            .chunks(IDS_PER_MESSAGE)
+            .map(|chunk| RevocationMessage {
+                s: chunk.iter().map(|session| session.0).collect(),
+                ..message(at)
+            })
+            .collect(),
+        RevocationEvent::Users(users, at) => users
+            .chunks(IDS_PER_MESSAGE)
+            .map(|chunk| RevocationMessage {
+                u: chunk
+                    .iter()
+                    .map(|(user, generation)| (user.0, *generation))
+                    .collect(),
+                ..message(at)
+            })
+            .collect(),
+        RevocationEvent::Grant(user, grant) => vec![RevocationMessage {
+            g: Some(GrantMessage {
+                u: user.0,
+                r: grant.roles.clone(),
+                p: grant.permissions.clone(),
+                o: grant.is_owner,
+            }),
+            ..message(&grant.at)
+        }],
+    };
+    messages
+        .iter()
+        .filter_map(|message| serde_json::to_string(message).ok())
+        .collect()
+}
+
+/// The events of a notification, unless this replica sent it.
+fn decode(origin: Uuid, payload: &str) -> Vec<RevocationEvent> {
+    let Ok(message) = serde_json::from_str::<RevocationMessage>(payload) else {
+        tracing::warn!("unreadable revocation notification");
+        return Vec::new();
+    };
+    if message.o == origin {
+        return Vec::new();
+    }
+    let Some(at) = DateTime::from_timestamp_millis(message.at) else {
+        return Vec::new();
+    };
+    let mut events = Vec::new();
+    if !message.s.is_empty() {
+        events.push(RevocationEvent::Sessions(
+            message.s.into_iter().map(SessionId).collect(),
+            at,
+        ));
+    }
+    if !message.u.is_empty() {
+        events.push(RevocationEvent::Users(
+            message
+                .u
+                .into_iter()
+                .map(|(user, generation)| (UserId(user), generation))
+                .collect(),
+            at,
+        ));
+    }
+    if let Some(grant) = message.g {
+        events.push(RevocationEvent::Grant(
+            UserId(grant.u),
+            CurrentGrant {
+                roles: grant.r,
+                permissions: grant.p,
+                is_owner: grant.o,
+                at,
+            },
+        ));
+    }
+    events
+}
+
+/// The PostgreSQL side of a replica: a listener connected (and listening) before the server
+/// serves, and the tasks that run it.
+pub struct PostgresReplication {
+    listener: Listener,
+    origin: Uuid,
+    outgoing: mpsc::UnboundedReceiver<RevocationEvent>,
+}
+
+impl std::fmt::Debug for PostgresReplication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresReplication")
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresReplication {
+    /// Connects the listener to `url` and routes this replica's revocations to it.
+    pub async fn connect(app: &App, url: &str) -> Result<Self> {
+        let listener = Listener::connect(url).await?;
+        let (publisher, outgoing) = mpsc::unbounded_channel();
+        app.tokens.revocations().set_publisher(publisher);
+        Ok(Self {
+            listener,
+            origin: Uuid::new_v4(),
+            outgoing,
+        })
+    }
+
+    /// Runs until `stop` turns true.
+    pub async fn run(self, app: App, stop: watch::Receiver<bool>) {
+        let Self {
+            listener,
+            origin,
+            outgoing,
+        } = self;
+        let publisher = tokio::spawn(publish(app.clone(), origin, outgoing, stop.clone()));
+        listen(app, listener, origin, stop).await;
+        let _ = publisher.await;
+    }
+}
+
+/// NOTIFYs this replica's revocations, in order, as they are made.
+async fn publish(
+    app: App,
+    origin: Uuid,
+    mut outgoing: mpsc::UnboundedReceiver<RevocationEvent>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let event = tokio::select! {
+            event = outgoing.recv() => event,
+            _ = stop.changed() => return,
+        };
+        let Some(event) = event else { return };
+        for payload in encode(origin, &event) {
+            // A failure is retried a few times; the other replicas' periodic catch-up covers
+            // the rest.
+            for attempt in 0..3u64 {
+                match notify::notify(app.store.db(), notify::REVOCATION_CHANNEL, &payload).await {
+                    Ok(()) => break,
+                    Err(err) => {
+                        tracing::warn!(error = %err, attempt, "revocation notification failed");
+                        tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn listen(app: App, mut listener: Listener, origin: Uuid, mut stop: watch::Receiver<bool>) {
+    let revocations = app.tokens.revocations().clone();
+    let mut synced_at = app.clock.now();
+    let mut resync = tokio::time::interval(RESYNC_EVERY);
+    resync.tick().await;
+    loop {
+        let received = tokio::select! {
+            received = listener.recv() => received,
+            _ = resync.tick() => {
+                synced_at = catch_up(&app, &revocations, synced_at).await;
+                continue;
+            }
+            _ = stop.changed() => return,
+        };
+        match received {
+            Ok(Some(Notification { channel, payload })) => {
+                if channel == notify::REVOCATION_CHANNEL {
+                    for event in decode(origin, &payload) {
+                        revocations.apply(event);
+                    }
+                } else if channel == notify::ACTIVITY_CHANNEL {
+                    deliver(&app, &payload).await;
+                }
+            }
+            Ok(None) => {
+                tracing::warn!("postgres listener reconnected; catching up on revocations");
+                synced_at = catch_up(&app, &revocations, synced_at).await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "postgres listener failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => return,
+                }
+                synced_at = catch_up(&app, &revocations, synced_at).await;
+            }
+        }
+    }
+}
+
+/// Reads back revocations made since `since` (with a margin for clock skew between replicas);
+/// returns the instant to catch up from next time.
+async fn catch_up(app: &App, revocations: &Revocations, since: DateTime<Utc>) -> DateTime<Utc> {
+    let now = app.clock.now();
+    let from = since - chrono::Duration::seconds(30);
+    match load_revocations(&app.store, revocations, from, now).await {
+        Ok(()) => now,
+        Err(err) => {
+            tracing::warn!(error = %err, "catching up on revocations failed");
+            since
+        }
+    }
+}
+
+/// Hands an announced record to this replica's watchers.
+async fn deliver(app: &App, payload: &str) {
+    let record = match store::activity::parse_payload(payload) {
+        Ok(Announcement::Record(record)) => record,
+        Ok(Announcement::Reference(id)) => match store::activity::get(app.store.db(), id).await {
+            Ok(Some(record)) => record,
+            Ok(None) => return,
+            Err(err) => {
+                tracing::warn!(error = %err, "reading an announced activity record failed");
+                return;
+            }
+        },
+        Err(err) => {
+            tracing::warn!(error = %err, "unreadable activity notification");
+            return;
+        }
+    };
+    app.feed.publish(Arc::new(record));
+}
+
+/// The in-process feed on SQLite: tails the activity table after each write (and every second,
+/// for records written in bulk), while anyone watches.
+pub async fn tail_sqlite(app: App, mut stop: watch::Receiver<bool>) {
+    let db = app.store.db();
+    let mut cursor = store::activity::latest_id(db).await.ok().flatten();
+    loop {
+        tokio::select! {
+            _ = app.feed.woken() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
+        if !app.feed.has_watchers() {
+            // Nobody to tell: skip ahead (a watcher arriving later may see up to a second of
+            // records from just before it came).
+            match store::activity::latest_id(db).await {
+                Ok(latest) => cursor = latest.or(cursor),
+                Err(err) => tracing::warn!(error = %err, "activity tail failed"),
+            }
+            continue;
+        }
+        loop {
+            match store::activity::tail(db, cursor, TAIL_BATCH).await {
+                Ok(records) => {
+                    let full = records.len() as u64 == TAIL_BATCH;
+                    for record in records {
+                        cursor = Some(record.id);
+                        app.feed.publish(Arc::new(record));
+                    }
+                    if !full {
+                        break;
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "activity tail failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revocations_survive_their_notifications_and_big_ones_are_split() {
+        let here = Uuid::new_v4();
+        let there = Uuid::new_v4();
+        let at = DateTime::from_timestamp_millis(1_790_000_000_000).unwrap();
+        let sessions: Vec<SessionId> = (0..300).map(|_| SessionId::new()).collect();
+        let event = RevocationEvent::Sessions(sessions.clone(), at);
+        let payloads = encode(here, &event);
+        assert_eq!(payloads.len(), 3);
+        assert!(payloads.iter().all(|p| p.len() < notify::MAX_PAYLOAD));
+        let decoded: Vec<SessionId> = payloads
+            .iter()
+            .flat_map(|p| decode(there, p))
+            .flat_map(|event| match event {
+                RevocationEvent::Sessions(ids, when) => {
+                    assert_eq!(when, at);
+                    ids
+                }
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(decoded, sessions);
+        // A replica ignores what it sent itself.
+        assert!(decode(here, &payloads[0]).is_empty());
+
+        let user = UserId::new();
+        let grant = RevocationEvent::Grant(
+            user,
+            CurrentGrant {
+                roles: vec!["REPORTS".into()],
+                permissions: vec!["reports.run".into()],
+                is_owner: false,
+                at,
+            },
+        );
+        assert_eq!(decode(there, &encode(here, &grant)[0]), vec![grant]);
+        let users = RevocationEvent::Users(vec![(user, 7)], at);
+        assert_eq!(decode(there, &encode(here, &users)[0]), vec![users]);
+    }
+}

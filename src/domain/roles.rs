@@ -1,0 +1,432 @@
+//! Roles and permissions: the catalogue, custom roles, role changes that bite on the next call.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::json;
+
+use super::{
+    App,
+    policy::{self, Action, EditScope, UserAction},
+    tokens::CurrentGrant,
+};
+use crate::{
+    model::{
+        ALL_PERMISSIONS, ClientInfo, Error, NewActivity, Principal, Result, RoleDef, RoleScope,
+        TenantId, User, UserId, builtin_role, builtin_roles, effective_permissions,
+    },
+    store,
+};
+
+/// A user's roles by scope, for ChangeUserRole. `None` leaves that scope as it is.
+#[derive(Debug, Clone, Default)]
+pub struct RoleChange {
+    pub account_roles: Option<Vec<String>>,
+    /// `Some(None)` removes the Platform role.
+    pub platform_role: Option<Option<String>>,
+    /// `Some(None)` removes the Inbox role.
+    pub inbox_role: Option<Option<String>>,
+}
+
+impl App {
+    /// Looks up role keys (built-in or the account's custom roles); an unknown key is an error
+    /// naming `field`, and so is a second Platform or Inbox role.
+    pub async fn resolve_roles(
+        &self,
+        tenant_id: TenantId,
+        keys: &[String],
+        field: &str,
+    ) -> Result<Vec<RoleDef>> {
+        let custom_keys: Vec<String> = keys
+            .iter()
+            .filter(|key| builtin_role(key).is_none())
+            .cloned()
+            .collect();
+        let custom: HashMap<String, RoleDef> =
+            store::roles::find_many(self.store.db(), tenant_id, &custom_keys)
+                .await?
+                .into_iter()
+                .map(|role| (role.key.clone(), role))
+                .collect();
+        let mut resolved = Vec::with_capacity(keys.len());
+        for key in keys {
+            match builtin_role(key).or_else(|| custom.get(key).cloned()) {
+                Some(role) => resolved.push(role),
+                None => return Err(Error::invalid(field, format!("unknown role {key:?}"))),
+            }
+        }
+        for scope in [RoleScope::Platform, RoleScope::Inbox] {
+            if resolved.iter().filter(|role| role.scope == scope).count() > 1 {
+                return Err(Error::invalid(
+                    field,
+                    format!(
+                        "a user holds at most one {} role",
+                        scope.as_str().to_lowercase()
+                    ),
+                ));
+            }
+        }
+        Ok(resolved)
+    }
+
+    /// Checks that the principal may grant `added` and revoke `removed`: Admin and admin-grade
+    /// custom roles are the owner's to give.
+    pub async fn authorize_roles(
+        &self,
+        principal: &Principal,
+        added: &[String],
+        removed: &[String],
+    ) -> Result<()> {
+        policy::authorize_role_change(principal, added, removed)?;
+        if principal.is_owner {
+            return Ok(());
+        }
+        let touched: Vec<String> = added.iter().chain(removed).cloned().collect();
+        let custom: Vec<String> = touched
+            .iter()
+            .filter(|key| builtin_role(key).is_none())
+            .cloned()
+            .collect();
+        let admin_grade = store::roles::find_many(self.store.db(), principal.tenant_id, &custom)
+            .await?
+            .iter()
+            .any(RoleDef::is_admin_grade);
+        if admin_grade {
+            return Err(Error::denied(
+                "ADMIN_ROLE_OWNER_ONLY",
+                "only the account owner grants or revokes roles with admin permissions",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The effective permissions of a holder of `roles` (unknown keys grant nothing).
+    pub async fn permissions_for(
+        &self,
+        tenant_id: TenantId,
+        roles: &[String],
+        is_owner: bool,
+    ) -> Result<Vec<String>> {
+        if is_owner {
+            return Ok(effective_permissions(&[], true));
+        }
+        let custom_keys: Vec<String> = roles
+            .iter()
+            .filter(|key| builtin_role(key).is_none())
+            .cloned()
+            .collect();
+        let mut defs: Vec<RoleDef> = roles.iter().filter_map(|key| builtin_role(key)).collect();
+        defs.extend(store::roles::find_many(self.store.db(), tenant_id, &custom_keys).await?);
+        Ok(effective_permissions(&defs, false))
+    }
+
+    /// Makes the current roles of `users` bite on their next call, whatever their tokens say.
+    pub async fn regrant(&self, tenant_id: TenantId, users: &[UserId]) -> Result<()> {
+        let now = self.clock.now();
+        let owner = store::tenants::get(self.store.db(), tenant_id)
+            .await?
+            .and_then(|t| t.owner_user_id);
+        let custom: HashMap<String, RoleDef> = store::roles::list(self.store.db(), tenant_id)
+            .await?
+            .into_iter()
+            .map(|role| (role.key.clone(), role))
+            .collect();
+        let roles = store::users::roles_of_users(self.store.db(), tenant_id, users).await?;
+        for user in users {
+            let keys = roles.get(user).cloned().unwrap_or_default();
+            let defs: Vec<RoleDef> = keys
+                .iter()
+                .filter_map(|key| builtin_role(key).or_else(|| custom.get(key).cloned()))
+                .collect();
+            let is_owner = owner == Some(*user);
+            let permissions = effective_permissions(&defs, is_owner);
+            self.tokens.revocations().regrant(
+                *user,
+                CurrentGrant {
+                    roles: keys,
+                    permissions,
+                    is_owner,
+                    at: now,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// The permission catalogue.
+    pub fn permission_catalogue(&self) -> Vec<(&'static str, &'static str)> {
+        ALL_PERMISSIONS.to_vec()
+    }
+
+    /// Built-in and custom roles of the caller's account.
+    pub async fn list_roles(&self, principal: &Principal) -> Result<Vec<RoleDef>> {
+        policy::authorize(principal, Action::ReadSelf)?;
+        let mut roles = builtin_roles();
+        roles.extend(store::roles::list(self.store.db(), principal.tenant_id).await?);
+        Ok(roles)
+    }
+
+    /// Creates a custom role from catalogue permissions.
+    pub async fn create_role(
+        &self,
+        principal: &Principal,
+        role: RoleDef,
+        client: &ClientInfo,
+    ) -> Result<RoleDef> {
+        policy::authorize(principal, Action::ManageRoles)?;
+        check_custom_role(principal, &role)?;
+        let now = self.clock.now();
+        let tx = self.store.begin().await?;
+        store::roles::insert(&tx, principal.tenant_id, &role, now).await?;
+        self.record(&tx, role_activity(principal, "role.created", &role, client))
+            .await?;
+        store::commit(tx).await?;
+        Ok(role)
+    }
+
+    /// Renames a custom role and replaces its permissions; holders feel it on their next call.
+    pub async fn update_role(
+        &self,
+        principal: &Principal,
+        role: RoleDef,
+        client: &ClientInfo,
+    ) -> Result<RoleDef> {
+        policy::authorize(principal, Action::ManageRoles)?;
+        let current = self.custom_role(principal.tenant_id, &role.key).await?;
+        if current.is_admin_grade() && !principal.is_owner {
+            return Err(Error::denied(
+                "ADMIN_ROLE_OWNER_ONLY",
+                "only the account owner changes roles with admin permissions",
+            ));
+        }
+        let role = RoleDef {
+            scope: current.scope,
+            ..role
+        };
+        check_custom_role(principal, &role)?;
+        let now = self.clock.now();
+        let tx = self.store.begin().await?;
+        store::roles::update(&tx, principal.tenant_id, &role, now).await?;
+        let holders =
+            store::users::holders_of_any(&tx, principal.tenant_id, std::slice::from_ref(&role.key))
+                .await?;
+        store::users::mark_roles_changed(&tx, principal.tenant_id, &holders, now).await?;
+        self.record(&tx, role_activity(principal, "role.updated", &role, client))
+            .await?;
+        store::commit(tx).await?;
+        self.regrant(principal.tenant_id, &holders).await?;
+        Ok(role)
+    }
+
+    /// Deletes a custom role; its holders lose it at once.
+    pub async fn delete_role(
+        &self,
+        principal: &Principal,
+        key: &str,
+        client: &ClientInfo,
+    ) -> Result<()> {
+        policy::authorize(principal, Action::ManageRoles)?;
+        let current = self.custom_role(principal.tenant_id, key).await?;
+        if current.is_admin_grade() && !principal.is_owner {
+            return Err(Error::denied(
+                "ADMIN_ROLE_OWNER_ONLY",
+                "only the account owner deletes roles with admin permissions",
+            ));
+        }
+        let now = self.clock.now();
+        let tx = self.store.begin().await?;
+        let holders =
+            store::users::holders_of_any(&tx, principal.tenant_id, &[key.to_owned()]).await?;
+        store::users::unassign_role_everywhere(&tx, principal.tenant_id, key).await?;
+        store::roles::delete(&tx, principal.tenant_id, key).await?;
+        store::users::mark_roles_changed(&tx, principal.tenant_id, &holders, now).await?;
+        self.record(
+            &tx,
+            role_activity(principal, "role.deleted", &current, client),
+        )
+        .await?;
+        store::commit(tx).await?;
+        self.regrant(principal.tenant_id, &holders).await
+    }
+
+    async fn custom_role(&self, tenant_id: TenantId, key: &str) -> Result<RoleDef> {
+        if builtin_role(key).is_some() {
+            return Err(Error::precondition(
+                "BUILTIN_ROLE",
+                "built-in roles cannot be changed or deleted",
+            ));
+        }
+        store::roles::find_many(self.store.db(), tenant_id, &[key.to_owned()])
+            .await?
+            .pop()
+            .ok_or(Error::NotFound("role"))
+    }
+
+    /// Sets a user's roles scope by scope (the SMS page's "Change role"); takes effect on the
+    /// user's next call.
+    pub async fn change_user_role(
+        &self,
+        principal: &Principal,
+        user_id: UserId,
+        change: RoleChange,
+        client: &ClientInfo,
+    ) -> Result<User> {
+        let target = self.target(principal.tenant_id, user_id).await?;
+        policy::authorize_on_user(principal, UserAction::Edit(EditScope::Roles), &target, None)?;
+        let current = self
+            .resolve_roles(principal.tenant_id, &target.roles, "roles")
+            .await
+            .unwrap_or_default();
+        let mut next: Vec<String> = Vec::new();
+        let parts = [
+            (RoleScope::Account, "account_roles", change.account_roles),
+            (
+                RoleScope::Platform,
+                "platform_role",
+                change.platform_role.map(|role| role.into_iter().collect()),
+            ),
+            (
+                RoleScope::Inbox,
+                "inbox_role",
+                change.inbox_role.map(|role| role.into_iter().collect()),
+            ),
+        ];
+        for (scope, field, given) in parts {
+            match given {
+                Some(keys) => {
+                    let defs = self
+                        .resolve_roles(principal.tenant_id, &keys, field)
+                        .await?;
+                    if let Some(role) = defs.iter().find(|role| role.scope != scope) {
+                        return Err(Error::invalid(
+                            field,
+                            format!(
+                                "{} is a {} role",
+                                role.key,
+                                role.scope.as_str().to_lowercase()
+                            ),
+                        ));
+                    }
+                    next.extend(keys);
+                }
+                None => next.extend(
+                    current
+                        .iter()
+                        .filter(|role| role.scope == scope)
+                        .map(|role| role.key.clone()),
+                ),
+            }
+        }
+        next.sort();
+        next.dedup();
+        self.set_user_roles(principal, &target, next, "user.roles_changed", client)
+            .await
+    }
+
+    /// The SMS page's "Remove all permissions": the user keeps no role of any scope.
+    pub async fn remove_all_permissions(
+        &self,
+        principal: &Principal,
+        user_id: UserId,
+        client: &ClientInfo,
+    ) -> Result<User> {
+        let target = self.target(principal.tenant_id, user_id).await?;
+        policy::authorize_on_user(principal, UserAction::Edit(EditScope::Roles), &target, None)?;
+        self.set_user_roles(
+            principal,
+            &target,
+            Vec::new(),
+            "user.permissions_removed",
+            client,
+        )
+        .await
+    }
+
+    /// Replaces a user's roles after checking who may grant and revoke them.
+    pub(crate) async fn set_user_roles(
+        &self,
+        principal: &Principal,
+        target: &User,
+        roles: Vec<String>,
+        action: &'static str,
+        client: &ClientInfo,
+    ) -> Result<User> {
+        let before: HashSet<&String> = target.roles.iter().collect();
+        let after: HashSet<&String> = roles.iter().collect();
+        let added: Vec<String> = after.difference(&before).map(|r| (*r).clone()).collect();
+        let removed: Vec<String> = before.difference(&after).map(|r| (*r).clone()).collect();
+        self.authorize_roles(principal, &added, &removed).await?;
+        let now = self.clock.now();
+        let tx = self.store.begin().await?;
+        store::users::set_roles(&tx, principal.tenant_id, target.id, &roles).await?;
+        store::users::mark_roles_changed(&tx, principal.tenant_id, &[target.id], now).await?;
+        self.record(
+            &tx,
+            NewActivity::on_user(
+                principal.tenant_id,
+                Some(principal.user_id),
+                action,
+                target.id,
+                client,
+            )
+            .with_details(json!({ "added": added, "removed": removed })),
+        )
+        .await?;
+        store::commit(tx).await?;
+        self.regrant(principal.tenant_id, &[target.id]).await?;
+        self.target(principal.tenant_id, target.id).await
+    }
+}
+
+/// A custom role must use catalogue permissions, not shadow a built-in, and be the owner's to
+/// create when it carries admin permissions.
+fn check_custom_role(principal: &Principal, role: &RoleDef) -> Result<()> {
+    if builtin_role(&role.key).is_some() {
+        return Err(Error::already_exists("key", "is a built-in role"));
+    }
+    if role.name.trim().is_empty() || role.name.chars().count() > 100 {
+        return Err(Error::invalid("name", "must be 1 to 100 characters"));
+    }
+    if let Some(unknown) = role
+        .permissions
+        .iter()
+        .find(|p| !ALL_PERMISSIONS.iter().any(|(key, _)| key == *p))
+    {
+        return Err(Error::invalid(
+            "permissions",
+            format!("unknown permission {unknown:?} (see ListPermissions)"),
+        ));
+    }
+    if ["roles.assign_admin", "ownership.transfer"]
+        .iter()
+        .any(|p| role.permissions.iter().any(|q| q == p))
+    {
+        return Err(Error::invalid(
+            "permissions",
+            "roles.assign_admin and ownership.transfer belong to the owner alone",
+        ));
+    }
+    if role.is_admin_grade() && !principal.is_owner {
+        return Err(Error::denied(
+            "ADMIN_ROLE_OWNER_ONLY",
+            "only the account owner creates roles with admin permissions",
+        ));
+    }
+    Ok(())
+}
+
+fn role_activity(
+    principal: &Principal,
+    action: &'static str,
+    role: &RoleDef,
+    client: &ClientInfo,
+) -> NewActivity {
+    NewActivity {
+        tenant_id: principal.tenant_id,
+        actor: Some(principal.user_id),
+        action,
+        target_type: Some("role"),
+        target_id: None,
+        client: client.clone(),
+        details: json!({ "key": role.key, "name": role.name, "scope": role.scope.as_str(), "permissions": role.permissions }),
+    }
+}

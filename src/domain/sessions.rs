@@ -1,0 +1,248 @@
+//! The Dialer page's "Active Sessions": listing and ending login sessions. Ending a session
+//! bites on the very next call: the revocation list is updated here at once and on the other
+//! replicas through PostgreSQL LISTEN/NOTIFY (see [`super::replication`]).
+
+use std::collections::HashSet;
+
+use serde_json::json;
+
+use super::{
+    App,
+    policy::{self, Action, UserAction, authorize},
+};
+use crate::{
+    model::{BuiltinRole, ClientInfo, Error, NewActivity, Principal, Result, SessionId, UserId},
+    store::{
+        self,
+        sessions::{SessionRecord, SessionScope},
+    },
+};
+
+/// Whose sessions a listing shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionsOf {
+    /// The caller's.
+    Caller,
+    /// One user's of the account.
+    User(UserId),
+    /// Every user's of the account.
+    Account,
+}
+
+/// A page of open sessions.
+#[derive(Debug, Clone)]
+pub struct SessionPage {
+    pub sessions: Vec<SessionRecord>,
+    /// Whether more sessions follow the last one.
+    pub more: bool,
+}
+
+impl App {
+    /// Open sessions, newest first, a keyset page at a time.
+    pub async fn list_sessions(
+        &self,
+        principal: &Principal,
+        of: SessionsOf,
+        page_size: u64,
+        after: Option<SessionId>,
+    ) -> Result<SessionPage> {
+        let scope = match of {
+            SessionsOf::Caller => {
+                authorize(principal, Action::ManageOwnSessions)?;
+                SessionScope::User(principal.user_id)
+            }
+            SessionsOf::User(user_id) if user_id == principal.user_id => {
+                authorize(principal, Action::ManageOwnSessions)?;
+                SessionScope::User(user_id)
+            }
+            SessionsOf::User(user_id) => {
+                authorize(principal, Action::ManageSessions)?;
+                // Another account's user is NOT_FOUND.
+                self.target(principal.tenant_id, user_id).await?;
+                SessionScope::User(user_id)
+            }
+            SessionsOf::Account => {
+                authorize(principal, Action::ManageSessions)?;
+                SessionScope::Account
+            }
+        };
+        let mut sessions = store::sessions::list_open(
+            self.store.db(),
+            principal.tenant_id,
+            scope,
+            self.clock.now(),
+            after,
+            page_size + 1,
+        )
+        .await?;
+        let more = sessions.len() as u64 > page_size;
+        sessions.truncate(page_size as usize);
+        Ok(SessionPage { sessions, more })
+    }
+
+    /// Ends one session of the account: one's own, or (sessions.manage) another user's that the
+    /// caller may manage.
+    pub async fn revoke_session(
+        &self,
+        principal: &Principal,
+        session_id: SessionId,
+        client: &ClientInfo,
+    ) -> Result<()> {
+        let session = store::sessions::find(self.store.db(), session_id)
+            .await?
+            .filter(|session| session.tenant_id == principal.tenant_id)
+            .ok_or(Error::NotFound("session"))?;
+        if session.user_id == principal.user_id {
+            authorize(principal, Action::ManageOwnSessions)?;
+        } else {
+            authorize(principal, Action::ManageSessions)?;
+            let target = self.target(principal.tenant_id, session.user_id).await?;
+            policy::authorize_on_user(principal, UserAction::EndSessions, &target, None)?;
+        }
+        let now = self.clock.now();
+        if session.revoked_at.is_some() || session.expires_at <= now {
+            return Err(Error::precondition(
+                "SESSION_ALREADY_ENDED",
+                "the session has already ended",
+            ));
+        }
+        let tx = self.store.begin().await?;
+        if !store::sessions::revoke(&tx, principal.tenant_id, session_id, "revoked", now).await? {
+            return Err(Error::precondition(
+                "SESSION_ALREADY_ENDED",
+                "the session has already ended",
+            ));
+        }
+        self.record(
+            &tx,
+            NewActivity::on_user(
+                principal.tenant_id,
+                Some(principal.user_id),
+                "session.revoked",
+                session.user_id,
+                client,
+            )
+            .with_details(json!({ "session_id": session_id.to_string() })),
+        )
+        .await?;
+        store::commit(tx).await?;
+        self.tokens.revocations().revoke_session(session_id, now);
+        Ok(())
+    }
+
+    /// Ends every session of a user; for the caller, every session but the calling one.
+    pub async fn revoke_user_sessions(
+        &self,
+        principal: &Principal,
+        user_id: UserId,
+        client: &ClientInfo,
+    ) -> Result<u64> {
+        if user_id == principal.user_id {
+            authorize(principal, Action::ManageOwnSessions)?;
+        } else {
+            authorize(principal, Action::ManageSessions)?;
+            let target = self.target(principal.tenant_id, user_id).await?;
+            policy::authorize_on_user(principal, UserAction::EndSessions, &target, None)?;
+        }
+        let now = self.clock.now();
+        let sessions: Vec<SessionId> = store::sessions::open_sessions(
+            self.store.db(),
+            principal.tenant_id,
+            SessionScope::User(user_id),
+            now,
+        )
+        .await?
+        .into_iter()
+        .map(|(session, _)| session)
+        .filter(|session| *session != principal.session_id)
+        .collect();
+        self.end_sessions(
+            principal,
+            &sessions,
+            NewActivity::on_user(
+                principal.tenant_id,
+                Some(principal.user_id),
+                "sessions.revoked",
+                user_id,
+                client,
+            ),
+        )
+        .await
+    }
+
+    /// "Log them out from the system": ends every session of the account except the calling one;
+    /// an admin's call spares the owner's and other admins' sessions.
+    pub async fn revoke_all_sessions(
+        &self,
+        principal: &Principal,
+        client: &ClientInfo,
+    ) -> Result<u64> {
+        authorize(principal, Action::ManageSessions)?;
+        let db = self.store.db();
+        let now = self.clock.now();
+        let open =
+            store::sessions::open_sessions(db, principal.tenant_id, SessionScope::Account, now)
+                .await?;
+        let protected: HashSet<UserId> = if principal.is_owner {
+            HashSet::new()
+        } else {
+            let users: Vec<UserId> = open
+                .iter()
+                .map(|(_, user)| *user)
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            let mut protected =
+                store::users::holders_of(db, principal.tenant_id, &users, BuiltinRole::Admin.key())
+                    .await?;
+            if let Some(owner) = store::tenants::get(db, principal.tenant_id)
+                .await?
+                .and_then(|tenant| tenant.owner_user_id)
+            {
+                protected.insert(owner);
+            }
+            protected.remove(&principal.user_id);
+            protected
+        };
+        let sessions: Vec<SessionId> = open
+            .into_iter()
+            .filter(|(session, user)| *session != principal.session_id && !protected.contains(user))
+            .map(|(session, _)| session)
+            .collect();
+        self.end_sessions(
+            principal,
+            &sessions,
+            NewActivity {
+                tenant_id: principal.tenant_id,
+                actor: Some(principal.user_id),
+                action: "sessions.revoked_all",
+                target_type: Some("account"),
+                target_id: Some(principal.tenant_id.0),
+                client: client.clone(),
+                details: json!({}),
+            },
+        )
+        .await
+    }
+
+    /// Ends `sessions` with one activity record (its details get the count).
+    async fn end_sessions(
+        &self,
+        principal: &Principal,
+        sessions: &[SessionId],
+        record: NewActivity,
+    ) -> Result<u64> {
+        let now = self.clock.now();
+        let tx = self.store.begin().await?;
+        let ended =
+            store::sessions::revoke_many(&tx, principal.tenant_id, sessions, "revoked", now)
+                .await?;
+        self.record(&tx, record.with_details(json!({ "sessions_ended": ended })))
+            .await?;
+        store::commit(tx).await?;
+        self.tokens
+            .revocations()
+            .revoke_sessions(sessions.iter().copied(), now);
+        Ok(ended)
+    }
+}

@@ -1,0 +1,78 @@
+//! PostgreSQL LISTEN/NOTIFY between the replicas of roster that share a database: activity
+//! records for live watchers and revocations for the in-memory revocation lists.
+
+use sea_orm::{
+    DbBackend, Statement,
+    sqlx::{self, postgres::PgListener},
+};
+
+use super::Conn;
+use crate::model::{Error, Result};
+
+/// Channel of activity records (announced in the writing transaction, delivered at commit).
+pub const ACTIVITY_CHANNEL: &str = "roster_activity";
+/// Channel of revocations (sessions ended, token generations bumped, roles changed).
+pub const REVOCATION_CHANNEL: &str = "roster_revocations";
+
+/// Largest payload PostgreSQL accepts is 8,000 bytes; callers split what is bigger.
+pub const MAX_PAYLOAD: usize = 7_500;
+
+/// Sends `payload` on `channel` (outside a transaction it is delivered at once).
+pub async fn notify(db: &impl Conn, channel: &str, payload: &str) -> Result<()> {
+    db.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT pg_notify($1, $2)",
+        [channel.into(), payload.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// One notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    pub channel: String,
+    pub payload: String,
+}
+
+/// A dedicated connection that listens on roster's channels.
+pub struct Listener {
+    inner: PgListener,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener").finish_non_exhaustive()
+    }
+}
+
+fn unavailable(err: sqlx::Error) -> Error {
+    Error::Unavailable(format!("postgres listener: {err}"))
+}
+
+impl Listener {
+    /// Connects to `url` on a connection of its own and listens on both channels; once this
+    /// returns, every later notification is received.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let mut inner = PgListener::connect(url).await.map_err(unavailable)?;
+        inner
+            .listen_all([ACTIVITY_CHANNEL, REVOCATION_CHANNEL])
+            .await
+            .map_err(unavailable)?;
+        Ok(Self { inner })
+    }
+
+    /// The next notification; `Ok(None)` when the connection was lost and has been re-established
+    /// (notifications sent in between are lost: the caller catches up from the tables).
+    pub async fn recv(&mut self) -> Result<Option<Notification>> {
+        Ok(self
+            .inner
+            .try_recv()
+            .await
+            .map_err(unavailable)?
+            .map(|notification| Notification {
+                channel: notification.channel().to_owned(),
+                payload: notification.payload().to_owned(),
+            }))
+    }
+}

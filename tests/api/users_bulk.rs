@@ -1,0 +1,954 @@
+//! `roster.v1.UserService` in bulk: ImportUsers (a client stream of CSV chunks) and
+//! BulkUpdateUsers (mass actions on selected users, on a filter, or on everyone).
+
+use roster::api::pb;
+use tonic::Code;
+
+use crate::harness::{
+    PASSWORD, TestApp, expect_bad_fields, expect_code, expect_reason, header, spawn_app,
+    token_from_mail,
+};
+use crate::users_support::{
+    ImportOptions, Org, Session, accepted, activate, all_users, bulk, by_filter, by_ids, count,
+    emails, flush_mail, get, import, import_errors, list_all, login, member, org, pending,
+    principal, query, roles, skips, token_follows_roles,
+};
+
+fn errors(expected: &[(i64, &str)]) -> Vec<(i64, String)> {
+    expected
+        .iter()
+        .map(|(l, c)| (*l, (*c).to_owned()))
+        .collect()
+}
+
+// ------------------------------------------------------------------------------ ImportUsers
+
+/// Three good rows (lines 2, 7, 8) and four bad ones (lines 3 to 6).
+const MIXED: &str = "\
+email,first_name,last_name,roles,password,timezone
+ann.a@acme.test,Ann,Able,REPORTS;ORDERS,,Europe/Berlin
+not-an-email,Bad,Email,REPORTS,,
+bea@acme.test,Bea,Bee,REPORTS,,Mars/Olympus
+cid@acme.test,Cid,Sea,KING,,
+dan@acme.test,Dan,Dee,ORDERS,weak,
+eve@acme.test,Eve,Eve,TECH_CONFIG,,
+fay@acme.test,Fay,Eff,FINANCE,Corr3ct-Horse-Battery,
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_with_bad_rows_reports_each_by_line_and_column_and_writes_nothing() {
+    let app = spawn_app().await;
+    let acme = org(&app, "Acme", "ann@acme.test").await;
+    let before = count(&app, acme.token()).await;
+    // Chunks of 17 bytes split lines and cells across messages.
+    let report = import(&app, acme.token(), MIXED, 17, ImportOptions::default())
+        .await
+        .expect("import answers");
+    assert_eq!(report.rows, 7);
+    assert_eq!(report.created, 0);
+    assert_eq!(report.invalid, 4);
+    assert!(!report.dry_run);
+    assert_eq!(
+        import_errors(&report),
+        errors(&[(3, "email"), (4, "timezone"), (5, "roles"), (6, "password")])
+    );
+    assert!(report.errors.iter().all(|e| !e.message.is_empty()));
+    assert_eq!(count(&app, acme.token()).await, before);
+
+    // The same file, keeping the good rows.
+    let report = import(
+        &app,
+        acme.token(),
+        MIXED,
+        17,
+        ImportOptions {
+            skip_invalid_rows: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("import");
+    assert_eq!((report.rows, report.created, report.invalid), (7, 3, 4));
+    assert_eq!(report.errors.len(), 4);
+    assert_eq!(
+        emails(&app, acme.token(), pb::UserFilter::default()).await,
+        vec![
+            "ann.a@acme.test",
+            "ann@acme.test",
+            "eve@acme.test",
+            "fay@acme.test"
+        ]
+    );
+    let ann = &list_all(
+        &app,
+        acme.token(),
+        query("ann.a@acme.test", pb::MatchMode::Exact),
+    )
+    .await[0];
+    assert_eq!(ann.roles, roles(&["ORDERS", "REPORTS"]));
+    assert_eq!(ann.first_name, "Ann");
+    assert_eq!(ann.last_name, "Able");
+    assert_eq!(
+        pb::UserStatus::try_from(ann.status),
+        Ok(pb::UserStatus::PendingConfirmation)
+    );
+    assert_eq!(
+        ann.dialer_profile.as_ref().expect("a profile").timezone,
+        "Europe/Berlin"
+    );
+
+    // Rows without a password are invited; a row with one gets an activation link.
+    for (email, subject) in [
+        ("ann.a@acme.test", "invited"),
+        ("eve@acme.test", "invited"),
+        ("fay@acme.test", "Activate"),
+    ] {
+        let mail = app.latest_mail_to(email).await;
+        assert!(
+            header(&mail, "subject").is_some_and(|s| s.contains(subject)),
+            "{email}: {mail}"
+        );
+    }
+    let fay_token = token_from_mail(&app.latest_mail_to("fay@acme.test").await);
+    activate(&app, &fay_token, "").await.expect("activate fay");
+    login(&app, &acme, "fay@acme.test", PASSWORD).await;
+    let eve_token = token_from_mail(&app.latest_mail_to("eve@acme.test").await);
+    expect_bad_fields(activate(&app, &eve_token, "").await, &["password"]);
+    activate(&app, &eve_token, "Eve-Passw0rd")
+        .await
+        .expect("activate eve");
+    login(&app, &acme, "eve@acme.test", "Eve-Passw0rd").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_import_reports_what_it_would_do_and_writes_nothing() {
+    let app = spawn_app().await;
+    let acme = org(&app, "Acme", "ann@acme.test").await;
+    let before = count(&app, acme.token()).await;
+    let good = "\
+email,username,first_name,last_name,roles,caller_id_name,caller_id_number,language
+a1@acme.test,a1,A,One,REPORTS,Sales,+14155550123,en-US
+a2@acme.test,a2,A,Two,ORDERS,,,
+a3@acme.test,a3,A,Three,reports;finance,,,
+";
+    let report = import(
+        &app,
+        acme.token(),
+        good,
+        40,
+        ImportOptions {
+            dry_run: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("dry run");
+    assert!(report.dry_run);
+    assert_eq!((report.rows, report.created, report.invalid), (3, 0, 0));
+    assert!(report.errors.is_empty());
+    // A bad row is reported on a dry run too.
+    let report = import(
+        &app,
+        acme.token(),
+        &format!("{good}a4@acme.test,a4,A,Four,REPORTS,,12345,\n"),
+        1000,
+        ImportOptions {
+            dry_run: true,
+            skip_invalid_rows: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("dry run");
+    assert_eq!((report.rows, report.created, report.invalid), (4, 0, 1));
+    assert_eq!(import_errors(&report), errors(&[(5, "caller_id_number")]));
+    assert_eq!(count(&app, acme.token()).await, before);
+    flush_mail(&app, &acme, "marker@acme.test").await;
+    assert!(app.mails_to_now("a1@acme.test").is_empty());
+
+    // For real this time, without mails.
+    let report = import(
+        &app,
+        acme.token(),
+        good,
+        64,
+        ImportOptions {
+            suppress_emails: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("import");
+    assert_eq!(report.created, 3);
+    let a1 = &list_all(&app, acme.token(), query("a1", pb::MatchMode::Exact)).await[0];
+    let profile = a1.dialer_profile.as_ref().expect("a profile");
+    assert_eq!(profile.caller_id_name, "Sales");
+    assert_eq!(profile.caller_id_number, "+14155550123");
+    assert_eq!(profile.language, "en-US");
+    let a3 = &list_all(&app, acme.token(), query("a3", pb::MatchMode::Exact)).await[0];
+    assert_eq!(a3.roles, roles(&["FINANCE", "REPORTS"]));
+    flush_mail(&app, &acme, "marker2@acme.test").await;
+    assert!(app.mails_to_now("a1@acme.test").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imported_bcrypt_hash_logs_the_user_in_with_their_old_password_after_activation() {
+    let app = spawn_app().await;
+    let acme = org(&app, "Acme", "ann@acme.test").await;
+    let hash = bcrypt::hash("Legacy-Passw0rd", 4).expect("bcrypt");
+    let csv = format!(
+        "email,roles,password_hash\nold@acme.test,REPORTS,{hash}\nbad@acme.test,REPORTS,$2b$04$short\n"
+    );
+    let report = import(
+        &app,
+        acme.token(),
+        &csv,
+        25,
+        ImportOptions {
+            skip_invalid_rows: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("import");
+    assert_eq!((report.created, report.invalid), (1, 1));
+    assert_eq!(import_errors(&report), errors(&[(3, "password_hash")]));
+    let mail = app.latest_mail_to("old@acme.test").await;
+    assert!(
+        header(&mail, "subject").is_some_and(|s| s.contains("Activate")),
+        "a user with a password activates without choosing one: {mail}"
+    );
+    activate(&app, &token_from_mail(&mail), "")
+        .await
+        .expect("activation");
+    let session = login(&app, &acme, "old@acme.test", "Legacy-Passw0rd").await;
+    assert!(accepted(&app, &session.access_token).await);
+    expect_code(
+        app.login(acme.slug(), "old@acme.test", "legacy-passw0rd")
+            .await,
+        Code::Unauthenticated,
+    );
+    // Still good on the next login (after any rehash).
+    login(&app, &acme, "old@acme.test", "Legacy-Passw0rd").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_reports_duplicates_within_the_file_and_against_existing_users() {
+    let app = spawn_app().await;
+    let acme = org(&app, "Acme", "ann@acme.test").await;
+    pending(&app, acme.token(), "bob@acme.test", &["REPORTS"]).await;
+    let mut existing = crate::users_support::new_user("carl@acme.test", &["REPORTS"]);
+    existing.username = "carl".to_owned();
+    crate::users_support::create(&app, acme.token(), existing)
+        .await
+        .expect("create carl");
+    let csv = "\
+email,username,roles
+new1@acme.test,new1,REPORTS
+BOB@acme.test,bobby,REPORTS
+new2@acme.test,carl,REPORTS
+new1@acme.test,other,REPORTS
+new3@acme.test,new1,REPORTS
+new4@acme.test,new4,REPORTS
+";
+    let report = import(&app, acme.token(), csv, 30, ImportOptions::default())
+        .await
+        .expect("import");
+    assert_eq!((report.rows, report.created, report.invalid), (6, 0, 4));
+    assert_eq!(
+        import_errors(&report),
+        errors(&[(3, "email"), (4, "username"), (5, "email"), (6, "username")])
+    );
+    let duplicate = report.errors.iter().find(|e| e.line == 5).expect("line 5");
+    assert!(
+        duplicate.message.contains("line 2"),
+        "{}",
+        duplicate.message
+    );
+    let report = import(
+        &app,
+        acme.token(),
+        csv,
+        30,
+        ImportOptions {
+            skip_invalid_rows: true,
+            suppress_emails: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("import");
+    assert_eq!(report.created, 2);
+    assert_eq!(
+        emails(&app, acme.token(), query("new", pb::MatchMode::Prefix)).await,
+        vec!["new1@acme.test", "new4@acme.test"]
+    );
+    // Importing the same file again finds everything taken.
+    let report = import(&app, acme.token(), csv, 30, ImportOptions::default())
+        .await
+        .expect("import");
+    assert_eq!((report.created, report.invalid), (0, 6));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_importing_an_admin_row_gets_an_error_for_that_row() {
+    let app = spawn_app().await;
+    let acme = org(&app, "Acme", "ann@acme.test").await;
+    let admin = member(&app, &acme, "adele@acme.test", &["ADMIN"]).await;
+    let reporter = member(&app, &acme, "rex@acme.test", &["REPORTS"]).await;
+    let csv = "email,roles\nplain@acme.test,REPORTS\nboss@acme.test,ADMIN;REPORTS\n";
+    let options = ImportOptions {
+        skip_invalid_rows: true,
+        suppress_emails: true,
+        ..Default::default()
+    };
+    let report = import(&app, &admin.access_token, csv, 16, options)
+        .await
+        .expect("import");
+    assert_eq!((report.created, report.invalid), (1, 1));
+    assert_eq!(import_errors(&report), errors(&[(3, "roles")]));
+    assert!(
+        emails(&app, acme.token(), query("boss", pb::MatchMode::Prefix))
+            .await
+            .is_empty()
+    );
+    // The owner may.
+    let report = import(&app, acme.token(), csv, 16, options)
+        .await
+        .expect("import");
+    assert_eq!(
+        (report.created, report.invalid),
+        (1, 1),
+        "plain is taken now"
+    );
+    let boss = &list_all(&app, acme.token(), query("boss", pb::MatchMode::Prefix)).await[0];
+    assert_eq!(boss.roles, roles(&["ADMIN", "REPORTS"]));
+    // Without users.write nobody imports.
+    expect_reason(
+        import(&app, &reporter.access_token, csv, 16, options).await,
+        Code::PermissionDenied,
+        "MISSING_PERMISSION",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_with_a_bad_header_or_no_data_is_an_invalid_argument() {
+    let app = spawn_app().await;
+    let acme = org(&app, "Acme", "ann@acme.test").await;
+    let options = ImportOptions::default();
+    for csv in [
+        "mail,roles\nx@acme.test,REPORTS\n",
+        "email,roles,shoe_size\nx@acme.test,REPORTS,44\n",
+        "email,email\nx@acme.test,y@acme.test\n",
+    ] {
+        expect_bad_fields(
+            import(&app, acme.token(), csv, 8, options).await,
+            &["csv_chunk"],
+        );
+    }
+    expect_bad_fields(
+        import(&app, acme.token(), "", 8, options).await,
+        &["csv_chunk"],
+    );
+    // A row with the wrong number of cells is a row error, not a failed call.
+    let report = import(
+        &app,
+        acme.token(),
+        "email,roles\nx@acme.test,REPORTS,extra\ny@acme.test,REPORTS\n",
+        8,
+        options,
+    )
+    .await
+    .expect("import");
+    assert_eq!((report.rows, report.invalid, report.created), (2, 1, 0));
+    assert_eq!(report.errors[0].line, 2);
+}
+
+// -------------------------------------------------------------------------- BulkUpdateUsers
+
+/// An account with an admin and four plain users; two of them (p1, p2) hold ORDERS.
+struct Crowd {
+    acme: Org,
+    admin: Session,
+    other_admin: pb::User,
+    plain: Vec<Session>,
+}
+
+async fn crowd(app: &TestApp) -> Crowd {
+    let acme = org(app, "Acme", "ann@acme.test").await;
+    let admin = member(app, &acme, "adele@acme.test", &["ADMIN"]).await;
+    let other_admin = pending(app, acme.token(), "abe@acme.test", &["ADMIN"]).await;
+    let mut plain = Vec::new();
+    for (email, role) in [
+        ("p1@acme.test", "ORDERS"),
+        ("p2@acme.test", "ORDERS"),
+        ("p3@acme.test", "REPORTS"),
+        ("p4@acme.test", "REPORTS"),
+    ] {
+        plain.push(member(app, &acme, email, &[role]).await);
+    }
+    Crowd {
+        acme,
+        admin,
+        other_admin,
+        plain,
+    }
+}
+
+fn request(
+    selection: Option<pb::bulk_update_users_request::Selection>,
+    action: pb::BulkAction,
+    role_keys: &[&str],
+    dry_run: bool,
+) -> pb::BulkUpdateUsersRequest {
+    pb::BulkUpdateUsersRequest {
+        selection,
+        action: action as i32,
+        roles: roles(role_keys),
+        dry_run,
+        ..Default::default()
+    }
+}
+
+async fn user_status(app: &TestApp, token: &str, id: &str) -> pb::UserStatus {
+    pb::UserStatus::try_from(get(app, token, id).await.expect("get").status).expect("status")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_mass_action_counts_and_changes_nothing() {
+    let app = spawn_app().await;
+    let c = crowd(&app).await;
+    let token = c.acme.token();
+    let before = list_all(&app, token, pb::UserFilter::default()).await;
+    for action in [
+        pb::BulkAction::Deactivate,
+        pb::BulkAction::Delete,
+        pb::BulkAction::Activate,
+    ] {
+        let response = bulk(&app, token, request(all_users(), action, &[], true))
+            .await
+            .expect("dry run");
+        assert!(response.dry_run);
+        assert_eq!(response.matched, 7, "{action:?}");
+        let expected = match action {
+            // Everyone but the owner (skipped), the same for deletion.
+            pb::BulkAction::Deactivate | pb::BulkAction::Delete => 6,
+            // Nobody is inactive.
+            _ => 0,
+        };
+        assert_eq!(response.affected, expected, "{action:?}");
+        assert_eq!(
+            skips(&response),
+            vec![(c.acme.owner.user_id.clone(), "USER_IS_OWNER".to_owned())]
+        );
+    }
+    let response = bulk(
+        &app,
+        token,
+        request(
+            by_filter(pb::UserFilter {
+                roles: roles(&["ORDERS"]),
+                ..Default::default()
+            }),
+            pb::BulkAction::AssignRoles,
+            &["FINANCE"],
+            true,
+        ),
+    )
+    .await
+    .expect("dry run");
+    assert_eq!((response.matched, response.affected), (2, 2));
+    assert_eq!(
+        list_all(&app, token, pb::UserFilter::default()).await,
+        before
+    );
+    for session in &c.plain {
+        assert!(accepted(&app, &session.access_token).await);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mass_deactivation_by_filter_refuses_the_deactivated_users_tokens_at_once() {
+    let app = spawn_app().await;
+    let c = crowd(&app).await;
+    let token = c.acme.token();
+    let response = bulk(
+        &app,
+        token,
+        request(
+            by_filter(pb::UserFilter {
+                roles: roles(&["ORDERS"]),
+                ..Default::default()
+            }),
+            pb::BulkAction::Deactivate,
+            &[],
+            false,
+        ),
+    )
+    .await
+    .expect("deactivate");
+    assert_eq!((response.matched, response.affected), (2, 2));
+    assert!(response.skipped.is_empty());
+    for session in &c.plain[..2] {
+        assert!(
+            !accepted(&app, &session.access_token).await,
+            "{}",
+            session.email
+        );
+        expect_code(
+            app.refresh(&session.refresh_token).await,
+            Code::Unauthenticated,
+        );
+        expect_reason(
+            app.login(c.acme.slug(), &session.email, PASSWORD).await,
+            Code::FailedPrecondition,
+            "ACCOUNT_INACTIVE",
+        );
+        assert_eq!(
+            user_status(&app, token, &session.user_id).await,
+            pb::UserStatus::Inactive
+        );
+    }
+    for session in &c.plain[2..] {
+        assert!(
+            accepted(&app, &session.access_token).await,
+            "{}",
+            session.email
+        );
+    }
+    assert!(accepted(&app, &c.admin.access_token).await);
+
+    // Deactivating again affects nobody; activating brings them back.
+    let again = bulk(
+        &app,
+        token,
+        request(
+            by_ids(&[&c.plain[0].user_id, &c.plain[1].user_id]),
+            pb::BulkAction::Deactivate,
+            &[],
+            false,
+        ),
+    )
+    .await
+    .expect("again");
+    assert_eq!((again.matched, again.affected), (2, 0));
+    let back = bulk(
+        &app,
+        token,
+        request(
+            by_filter(pb::UserFilter {
+                statuses: vec![pb::UserStatus::Inactive as i32],
+                ..Default::default()
+            }),
+            pb::BulkAction::Activate,
+            &[],
+            false,
+        ),
+    )
+    .await
+    .expect("activate");
+    assert_eq!((back.matched, back.affected), (2, 2));
+    login(&app, &c.acme, &c.plain[0].email, PASSWORD).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admins_mass_action_skips_the_owner_other_admins_and_themself() {
+    let app = spawn_app().await;
+    let c = crowd(&app).await;
+    let admin = c.admin.access_token.as_str();
+    let response = bulk(
+        &app,
+        admin,
+        request(all_users(), pb::BulkAction::Deactivate, &[], false),
+    )
+    .await
+    .expect("deactivate all");
+    assert_eq!(response.matched, 7);
+    assert_eq!(response.affected, 4);
+    let mut expected = vec![
+        (c.acme.owner.user_id.clone(), "USER_IS_OWNER".to_owned()),
+        (c.admin.user_id.clone(), "SELF".to_owned()),
+        (c.other_admin.id.clone(), "USER_IS_ADMIN".to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(skips(&response), expected);
+    assert!(response.skipped.iter().all(|s| !s.message.is_empty()));
+    assert!(accepted(&app, c.acme.token()).await);
+    assert!(accepted(&app, admin).await);
+    for session in &c.plain {
+        assert!(!accepted(&app, &session.access_token).await);
+    }
+    assert_eq!(
+        user_status(&app, admin, &c.other_admin.id).await,
+        pb::UserStatus::PendingConfirmation
+    );
+
+    // Role changes skip the owner and other admins but not the admin themself.
+    let response = bulk(
+        &app,
+        admin,
+        request(
+            all_users(),
+            pb::BulkAction::AssignRoles,
+            &["FINANCE"],
+            false,
+        ),
+    )
+    .await
+    .expect("assign");
+    assert_eq!(response.affected, 5);
+    let mut expected = vec![
+        (c.acme.owner.user_id.clone(), "USER_IS_OWNER".to_owned()),
+        (c.other_admin.id.clone(), "USER_IS_ADMIN".to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(skips(&response), expected);
+    let me = get(&app, c.acme.token(), &c.admin.user_id)
+        .await
+        .expect("get");
+    assert_eq!(me.roles, roles(&["ADMIN", "FINANCE"]));
+    let other = get(&app, c.acme.token(), &c.other_admin.id)
+        .await
+        .expect("get");
+    assert_eq!(other.roles, roles(&["ADMIN"]));
+
+    // The owner's own mass action skips only the owner.
+    let response = bulk(
+        &app,
+        c.acme.token(),
+        request(all_users(), pb::BulkAction::Delete, &[], true),
+    )
+    .await
+    .expect("dry run");
+    assert_eq!(response.affected, 6);
+    assert_eq!(
+        skips(&response),
+        vec![(c.acme.owner.user_id.clone(), "USER_IS_OWNER".to_owned())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mass_deletion_removes_the_selected_users_and_ends_their_sessions() {
+    let app = spawn_app().await;
+    let c = crowd(&app).await;
+    let token = c.acme.token();
+    let targets = [c.plain[0].user_id.as_str(), c.plain[2].user_id.as_str()];
+    let response = bulk(
+        &app,
+        &c.admin.access_token,
+        request(by_ids(&targets), pb::BulkAction::Delete, &[], false),
+    )
+    .await
+    .expect("delete");
+    assert_eq!((response.matched, response.affected), (2, 2));
+    for id in targets {
+        expect_code(get(&app, token, id).await, Code::NotFound);
+    }
+    assert!(!accepted(&app, &c.plain[0].access_token).await);
+    assert!(!accepted(&app, &c.plain[2].access_token).await);
+    assert!(accepted(&app, &c.plain[1].access_token).await);
+    assert_eq!(count(&app, token).await, 5);
+    // Deleting them again finds nobody.
+    let response = bulk(
+        &app,
+        token,
+        request(by_ids(&targets), pb::BulkAction::Delete, &[], false),
+    )
+    .await
+    .expect("delete again");
+    assert_eq!((response.matched, response.affected), (0, 0));
+    assert_eq!(
+        skips(&response)
+            .into_iter()
+            .map(|(_, reason)| reason)
+            .collect::<Vec<_>>(),
+        vec!["NOT_FOUND", "NOT_FOUND"]
+    );
+    // Deletion needs users.delete.
+    expect_reason(
+        bulk(
+            &app,
+            &c.plain[1].access_token,
+            request(
+                by_ids(&[&c.plain[3].user_id]),
+                pb::BulkAction::Delete,
+                &[],
+                false,
+            ),
+        )
+        .await,
+        Code::PermissionDenied,
+        "MISSING_PERMISSION",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mass_role_assignment_and_removal_change_roles_and_refresh_permissions() {
+    let app = spawn_app().await;
+    let c = crowd(&app).await;
+    let token = c.acme.token();
+    let reporters = by_filter(pb::UserFilter {
+        roles: roles(&["REPORTS"]),
+        ..Default::default()
+    });
+    let response = bulk(
+        &app,
+        &c.admin.access_token,
+        request(
+            reporters.clone(),
+            pb::BulkAction::AssignRoles,
+            &["TECH_CONFIG", "REPORTS"],
+            false,
+        ),
+    )
+    .await
+    .expect("assign");
+    assert_eq!((response.matched, response.affected), (2, 2));
+    for session in &c.plain[2..] {
+        let user = get(&app, token, &session.user_id).await.expect("get");
+        assert_eq!(user.roles, roles(&["REPORTS", "TECH_CONFIG"]));
+        token_follows_roles(&app, &session.access_token, &["REPORTS", "TECH_CONFIG"]).await;
+        let renewed = app.refresh(&session.refresh_token).await.expect("refresh");
+        assert!(
+            principal(&app, &renewed.access_token)
+                .await
+                .permissions
+                .iter()
+                .any(|p| p == "sip_settings.write")
+        );
+    }
+    for session in &c.plain[..2] {
+        assert_eq!(
+            get(&app, token, &session.user_id).await.expect("get").roles,
+            roles(&["ORDERS"])
+        );
+    }
+
+    let response = bulk(
+        &app,
+        &c.admin.access_token,
+        request(
+            by_ids(&[&c.plain[2].user_id, &c.plain[0].user_id]),
+            pb::BulkAction::UnassignRoles,
+            &["REPORTS"],
+            false,
+        ),
+    )
+    .await
+    .expect("unassign");
+    assert_eq!((response.matched, response.affected), (2, 2));
+    assert_eq!(
+        get(&app, token, &c.plain[2].user_id)
+            .await
+            .expect("get")
+            .roles,
+        roles(&["TECH_CONFIG"])
+    );
+    assert_eq!(
+        get(&app, token, &c.plain[0].user_id)
+            .await
+            .expect("get")
+            .roles,
+        roles(&["ORDERS"])
+    );
+
+    expect_bad_fields(
+        bulk(
+            &app,
+            token,
+            request(all_users(), pb::BulkAction::AssignRoles, &[], false),
+        )
+        .await,
+        &["roles"],
+    );
+    expect_bad_fields(
+        bulk(
+            &app,
+            token,
+            request(all_users(), pb::BulkAction::AssignRoles, &["KING"], false),
+        )
+        .await,
+        &["roles"],
+    );
+    expect_bad_fields(
+        bulk(
+            &app,
+            token,
+            request(None, pb::BulkAction::Deactivate, &[], false),
+        )
+        .await,
+        &["selection"],
+    );
+    expect_bad_fields(
+        bulk(
+            &app,
+            token,
+            request(all_users(), pb::BulkAction::Unspecified, &[], false),
+        )
+        .await,
+        &["action"],
+    );
+    expect_bad_fields(
+        bulk(
+            &app,
+            token,
+            request(by_ids(&[]), pb::BulkAction::Deactivate, &[], false),
+        )
+        .await,
+        &["user_ids.user_ids"],
+    );
+    expect_bad_fields(
+        bulk(
+            &app,
+            token,
+            request(by_ids(&["nope"]), pb::BulkAction::Deactivate, &[], false),
+        )
+        .await,
+        &["user_ids.user_ids[0]"],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_owner_assigns_or_removes_admin_in_a_mass_action() {
+    let app = spawn_app().await;
+    let c = crowd(&app).await;
+    for action in [pb::BulkAction::AssignRoles, pb::BulkAction::UnassignRoles] {
+        expect_reason(
+            bulk(
+                &app,
+                &c.admin.access_token,
+                request(by_ids(&[&c.plain[0].user_id]), action, &["ADMIN"], false),
+            )
+            .await,
+            Code::PermissionDenied,
+            "ADMIN_ROLE_OWNER_ONLY",
+        );
+    }
+    assert_eq!(
+        get(&app, c.acme.token(), &c.plain[0].user_id)
+            .await
+            .expect("get")
+            .roles,
+        roles(&["ORDERS"])
+    );
+    // A user without users.write makes no mass changes at all.
+    expect_reason(
+        bulk(
+            &app,
+            &c.plain[0].access_token,
+            request(all_users(), pb::BulkAction::Deactivate, &[], true),
+        )
+        .await,
+        Code::PermissionDenied,
+        "MISSING_PERMISSION",
+    );
+    let response = bulk(
+        &app,
+        c.acme.token(),
+        request(
+            by_ids(&[&c.plain[0].user_id]),
+            pb::BulkAction::AssignRoles,
+            &["ADMIN"],
+            false,
+        ),
+    )
+    .await
+    .expect("the owner grants ADMIN");
+    assert_eq!(response.affected, 1);
+    assert_eq!(
+        get(&app, c.acme.token(), &c.plain[0].user_id)
+            .await
+            .expect("get")
+            .roles,
+        roles(&["ADMIN", "ORDERS"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_of_another_account_are_skipped_as_not_found_and_left_untouched() {
+    let app = spawn_app().await;
+    let c = crowd(&app).await;
+    let globex = org(&app, "Globex", "gil@globex.test").await;
+    let theirs = member(&app, &globex, "gus@globex.test", &["REPORTS"]).await;
+    let foreign = [theirs.user_id.as_str(), globex.owner.user_id.as_str()];
+    let mine = c.plain[0].user_id.as_str();
+    for action in [
+        pb::BulkAction::Deactivate,
+        pb::BulkAction::Delete,
+        pb::BulkAction::AssignRoles,
+        pb::BulkAction::UnassignRoles,
+        pb::BulkAction::Activate,
+    ] {
+        let response = bulk(
+            &app,
+            c.acme.token(),
+            request(
+                by_ids(&[foreign[0], foreign[1]]),
+                action,
+                &["REPORTS"],
+                false,
+            ),
+        )
+        .await
+        .expect("bulk");
+        assert_eq!((response.matched, response.affected), (0, 0), "{action:?}");
+        let mut expected: Vec<(String, String)> = foreign
+            .iter()
+            .map(|id| ((*id).to_owned(), "NOT_FOUND".to_owned()))
+            .collect();
+        expected.sort();
+        assert_eq!(skips(&response), expected, "{action:?}");
+    }
+    // Mixed with an id of the caller's account: only that one is touched.
+    let response = bulk(
+        &app,
+        c.acme.token(),
+        request(
+            by_ids(&[foreign[0], mine]),
+            pb::BulkAction::Deactivate,
+            &[],
+            false,
+        ),
+    )
+    .await
+    .expect("bulk");
+    assert_eq!((response.matched, response.affected), (1, 1));
+    assert_eq!(
+        skips(&response),
+        vec![(foreign[0].to_owned(), "NOT_FOUND".to_owned())]
+    );
+    // All users and filters never reach into the other account either.
+    let response = bulk(
+        &app,
+        c.acme.token(),
+        request(all_users(), pb::BulkAction::Deactivate, &[], false),
+    )
+    .await
+    .expect("bulk");
+    assert_eq!(response.matched, 7);
+    let response = bulk(
+        &app,
+        c.acme.token(),
+        request(
+            by_filter(query("globex", pb::MatchMode::Contains)),
+            pb::BulkAction::Delete,
+            &[],
+            false,
+        ),
+    )
+    .await
+    .expect("bulk");
+    assert_eq!(response.matched, 0);
+
+    let gus = get(&app, globex.token(), &theirs.user_id)
+        .await
+        .expect("gus");
+    assert_eq!(gus.roles, roles(&["REPORTS"]));
+    assert_eq!(
+        pb::UserStatus::try_from(gus.status),
+        Ok(pb::UserStatus::Active)
+    );
+    assert!(accepted(&app, &theirs.access_token).await);
+    assert!(accepted(&app, globex.token()).await);
+    assert_eq!(count(&app, globex.token()).await, 2);
+}
