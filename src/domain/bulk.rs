@@ -153,7 +153,11 @@ impl App {
                 }));
                 found
             }
-            Selection::Filter(filter) => store::users::select_ids(db, tenant_id, filter).await?,
+            Selection::Filter(filter) => {
+                self.check_role_keys(tenant_id, &filter.roles, "filter.roles")
+                    .await?;
+                store::users::select_ids(db, tenant_id, filter).await?
+            }
             Selection::All => {
                 store::users::select_ids(db, tenant_id, &UserFilter::default()).await?
             }

@@ -68,6 +68,32 @@ impl App {
         Ok(resolved)
     }
 
+    /// Checks that every key names a built-in or custom role of the account (filters).
+    pub async fn check_role_keys(
+        &self,
+        tenant_id: TenantId,
+        keys: &[String],
+        field: &str,
+    ) -> Result<()> {
+        let custom: Vec<String> = keys
+            .iter()
+            .filter(|key| builtin_role(key).is_none())
+            .cloned()
+            .collect();
+        if custom.is_empty() {
+            return Ok(());
+        }
+        let known: HashSet<String> = store::roles::find_many(self.store.db(), tenant_id, &custom)
+            .await?
+            .into_iter()
+            .map(|r| r.key)
+            .collect();
+        match custom.iter().find(|key| !known.contains(*key)) {
+            Some(unknown) => Err(Error::invalid(field, format!("unknown role {unknown:?}"))),
+            None => Ok(()),
+        }
+    }
+
     /// Checks that the principal may grant `added` and revoke `removed`: Admin and admin-grade
     /// custom roles are the owner's to give.
     pub async fn authorize_roles(

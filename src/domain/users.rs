@@ -305,6 +305,8 @@ impl App {
             }
             Err(other) => return Err(other),
         }
+        self.check_role_keys(principal.tenant_id, &page.filter.roles, "filter.roles")
+            .await?;
         let db = self.store.db();
         let (users, more) = store::users::list(db, principal.tenant_id, &page).await?;
         let total_size = if include_total {
@@ -410,6 +412,19 @@ impl App {
         if let Some(tags) = &patch.tags {
             store::users::set_tags(&tx, principal.tenant_id, user_id, tags).await?;
         }
+        // The allowed networks travel inside access tokens: a changed IP ACL ends the user's
+        // current tokens at once (a refresh picks up the new networks).
+        let ip_acl = |user: &User| {
+            user.dialer_profile
+                .as_ref()
+                .filter(|profile| profile.extended_ip_acl)
+                .map(|profile| profile.allowed_networks.clone())
+        };
+        let acl_revoked = if ip_acl(&target) != ip_acl(&updated) {
+            store::users::bump_token_generation(&tx, principal.tenant_id, &[user_id], now).await?
+        } else {
+            Vec::new()
+        };
         self.record(
             &tx,
             NewActivity::on_user(
@@ -423,6 +438,7 @@ impl App {
         )
         .await?;
         store::commit(tx).await?;
+        self.revoked(acl_revoked);
         if roles_changed {
             // The new permissions replace the ones inside the user's tokens on their next call.
             self.regrant(principal.tenant_id, &[user_id]).await?;

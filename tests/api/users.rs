@@ -859,6 +859,52 @@ async fn keyset_pages_cover_every_user_once_in_order_whatever_the_sort() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_token_continues_after_its_row_when_users_come_and_go_between_pages() {
+    let app = spawn_app().await;
+    let acme = org(&app, "Acme", "ann@acme.test").await;
+    let mut ids = Vec::new();
+    for name in ["b", "d", "f", "h", "j"] {
+        ids.push(
+            pending(
+                &app,
+                acme.token(),
+                &format!("{name}@acme.test"),
+                &["REPORTS"],
+            )
+            .await
+            .id,
+        );
+    }
+    let request = pb::ListUsersRequest {
+        order_by: pb::UserOrder::Email as i32,
+        page_size: 3,
+        ..Default::default()
+    };
+    let first = list(&app, acme.token(), request.clone())
+        .await
+        .expect("first page");
+    let seen: Vec<String> = first.users.iter().map(|u| u.email.clone()).collect();
+    assert_eq!(seen, ["ann@acme.test", "b@acme.test", "d@acme.test"]);
+    // Before the cursor: not shown again; after it: picked up; deleted: gone.
+    pending(&app, acme.token(), "c@acme.test", &["REPORTS"]).await;
+    pending(&app, acme.token(), "g@acme.test", &["REPORTS"]).await;
+    delete(&app, acme.token(), &ids[2]).await.expect("delete f");
+    let rest = list(
+        &app,
+        acme.token(),
+        pb::ListUsersRequest {
+            page_token: first.next_page_token,
+            page_size: 10,
+            ..request
+        },
+    )
+    .await
+    .expect("second page");
+    let rest: Vec<String> = rest.users.into_iter().map(|u| u.email).collect();
+    assert_eq!(rest, ["g@acme.test", "h@acme.test", "j@acme.test"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_token_reused_with_other_filters_or_order_is_an_invalid_argument() {
     let app = spawn_app().await;
     let acme = search_fixture(&app).await;
