@@ -34,7 +34,7 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Drive load at a server (started here unless --addr) and print throughput, latency and memory.
+    /// Drive load at a server (started here unless --addr); print throughput, latency, memory.
     Bench(roster::bench::BenchArgs),
     /// Create users from a CSV file through a running server's ImportUsers.
     Import(roster::import_command::ImportArgs),

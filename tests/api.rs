@@ -17,10 +17,14 @@ mod harness;
 
 #[path = "api/auth.rs"]
 mod auth;
+#[path = "api/roles.rs"]
+mod roles;
 #[path = "api/security.rs"]
 mod security;
 #[path = "api/service.rs"]
 mod service;
+#[path = "api/teams.rs"]
+mod teams;
 #[path = "api/users.rs"]
 mod users;
 #[path = "api/users_bulk.rs"]

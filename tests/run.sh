@@ -131,12 +131,13 @@ start_postgres() {
         return 1
     }
     PG_URL="postgres://postgres@127.0.0.1:$port/postgres"
-    echo "PostgreSQL $("$PGBIN/postgres" --version | awk '{print $NF}') is up at $PG_URL (data in $PG_DIR)"
+    echo "PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}') is up at $PG_URL (data in $PG_DIR)"
 }
 
 # ------------------------------------------------------------------------------- e2e (Python)
 
 E2E_TEST=tests/e2e/test_outside_clients.py
+E2E_TOTP_TEST=tests/e2e/test_totp_pyotp.py
 E2E_REQUIREMENTS=tests/e2e/requirements.txt
 E2E_VENV=$TARGET_DIR/e2e-venv
 
@@ -165,6 +166,13 @@ run_e2e() {
     prepare_e2e_venv || return 1
     cargo build --bin roster || return 1
     ROSTER_BIN="$TARGET_DIR/debug/roster" "$E2E_VENV/bin/python" "$E2E_TEST"
+}
+
+# Two-factor authentication against pyotp (an independent TOTP implementation).
+run_e2e_totp() {
+    prepare_e2e_venv || return 1
+    cargo build --bin roster || return 1
+    ROSTER_BIN="$TARGET_DIR/debug/roster" "$E2E_VENV/bin/python" "$E2E_TOTP_TEST"
 }
 
 # ------------------------------------------------------------------------------------ steps
@@ -200,6 +208,11 @@ elif [ -f "$E2E_TEST" ]; then
     step "e2e: outside clients" yes run_e2e
 else
     skip "e2e: outside clients" "$E2E_TEST does not exist yet"
+fi
+if [ "${SKIP_E2E:-}" = 1 ]; then
+    skip "e2e: two-factor with pyotp" "SKIP_E2E=1"
+else
+    step "e2e: two-factor with pyotp" yes run_e2e_totp
 fi
 
 banner "summary"

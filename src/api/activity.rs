@@ -202,7 +202,11 @@ impl pb::activity_service_server::ActivityService for ActivityApi {
         // A live feed has no time range.
         parsed.since = None;
         parsed.until = None;
-        let watch = self.ctx.app.watch_activity(&principal, &token, parsed)?;
+        let watch = self
+            .ctx
+            .app
+            .watch_activity(&principal, &token, parsed)
+            .await?;
         Ok(Response::new(watch_stream(watch)))
     }
 }

@@ -77,8 +77,8 @@ impl From<LoginOutcome> for pb::LoginResponse {
     fn from(outcome: LoginOutcome) -> Self {
         match outcome {
             LoginOutcome::Session(tokens) => tokens.into(),
+            // Nothing about the user until the second factor is in.
             LoginOutcome::SecondFactorRequired(challenge) => Self {
-                user: Some(challenge.user.into()),
                 second_factor_required: true,
                 challenge: challenge.token,
                 challenge_expires_at: Some(timestamp(challenge.expires_at)),

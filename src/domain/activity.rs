@@ -32,6 +32,9 @@ pub struct ActivityFeed {
     channels: RwLock<HashMap<TenantId, broadcast::Sender<Arc<ActivityRecord>>>>,
     /// Rung after a record is written here (the SQLite tailer reads it after the commit).
     wake: Notify,
+    /// Where the SQLite tailer resumes after a time without watchers: the oldest "history ends
+    /// here" mark of the watches that began meanwhile (`Some(None)`: the table was empty).
+    resume_after: std::sync::Mutex<Option<Option<uuid::Uuid>>>,
     /// Turns true when the server shuts down: watches end so that shutdown is not held up.
     closing: watch::Sender<bool>,
 }
@@ -41,6 +44,7 @@ impl Default for ActivityFeed {
         Self {
             channels: RwLock::default(),
             wake: Notify::new(),
+            resume_after: std::sync::Mutex::default(),
             closing: watch::channel(false).0,
         }
     }
@@ -81,6 +85,27 @@ impl ActivityFeed {
             .subscribe())
     }
 
+    /// Notes that a watch began after the record `seen` (SQLite), so that an idle tailer resumes
+    /// there rather than replaying what nobody watched.
+    fn note_start(&self, seen: Option<uuid::Uuid>) {
+        if let Ok(mut resume) = self.resume_after.lock() {
+            *resume = Some(match *resume {
+                Some(Some(earlier)) => seen.map(|seen| seen.min(earlier)),
+                Some(None) => None,
+                None => seen,
+            });
+        }
+    }
+
+    /// Where an idle tailer resumes (see [`ActivityFeed::note_start`]); `None` when no watch
+    /// began while it was idle.
+    pub fn take_resume_point(&self) -> Option<Option<uuid::Uuid>> {
+        self.resume_after
+            .lock()
+            .ok()
+            .and_then(|mut resume| resume.take())
+    }
+
     /// Tells the in-process tailer that a record may have been written.
     pub fn wake(&self) {
         self.wake.notify_one();
@@ -113,6 +138,9 @@ pub struct ActivityWatch {
     /// The watcher's access token, checked again while the watch lasts.
     access_token: String,
     filter: ActivityFilter,
+    /// Records up to this id had committed before the watch began (SQLite's in-process tail
+    /// may still hand them out); they are skipped.
+    seen: Option<uuid::Uuid>,
     records: broadcast::Receiver<Arc<ActivityRecord>>,
     closing: watch::Receiver<bool>,
 }
@@ -142,7 +170,10 @@ impl ActivityWatch {
                 _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
             };
             match received {
-                Ok(record) if self.filter.matches(&record) => {
+                Ok(record)
+                    if self.filter.matches(&record)
+                        && self.seen.is_none_or(|seen| record.id > seen) =>
+                {
                     return Ok(Some(FeedEvent::Record(record)));
                 }
                 Ok(_) => {}
@@ -203,14 +234,25 @@ impl App {
 
     /// Starts a live watch of the caller's account (activity.read); `access_token` is the one
     /// `principal` came from.
-    pub fn watch_activity(
+    pub async fn watch_activity(
         &self,
         principal: &Principal,
         access_token: &str,
         filter: ActivityFilter,
     ) -> Result<ActivityWatch> {
         authorize(principal, Action::ReadActivity)?;
+        // On SQLite ids grow in commit order: whatever exists now is history, not news. (On
+        // PostgreSQL ids come from several replicas' clocks, so no such line can be drawn; the
+        // feed there carries only what is announced after the subscription.)
+        let seen = if self.store.is_postgres() {
+            None
+        } else {
+            let seen = store::activity::latest_id(self.store.db()).await?;
+            self.feed.note_start(seen);
+            seen
+        };
         Ok(ActivityWatch {
+            seen,
             app: self.clone(),
             principal: principal.clone(),
             access_token: access_token.to_owned(),

@@ -319,10 +319,12 @@ async fn deliver(app: &App, payload: &str) {
 }
 
 /// The in-process feed on SQLite: tails the activity table after each write (and every second,
-/// for records written in bulk), while anyone watches.
+/// for records written in bulk), while anyone watches. While nobody does it reads nothing, and
+/// resumes where the first new watch drew its line.
 pub async fn tail_sqlite(app: App, mut stop: watch::Receiver<bool>) {
     let db = app.store.db();
-    let mut cursor = store::activity::latest_id(db).await.ok().flatten();
+    let mut cursor: Option<Uuid> = None;
+    let mut idle = true;
     loop {
         tokio::select! {
             _ = app.feed.woken() => {}
@@ -330,14 +332,15 @@ pub async fn tail_sqlite(app: App, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         if !app.feed.has_watchers() {
-            // Nobody to tell: skip ahead (a watcher arriving later may see up to a second of
-            // records from just before it came).
-            match store::activity::latest_id(db).await {
-                Ok(latest) => cursor = latest.or(cursor),
-                Err(err) => tracing::warn!(error = %err, "activity tail failed"),
-            }
+            idle = true;
             continue;
         }
+        if let Some(resume) = app.feed.take_resume_point()
+            && idle
+        {
+            cursor = resume;
+        }
+        idle = false;
         loop {
             match store::activity::tail(db, cursor, TAIL_BATCH).await {
                 Ok(records) => {

@@ -87,7 +87,8 @@ impl App {
             match team {
                 Some(team) if team.kind == TeamKind::Space => {}
                 Some(_) => return Err(Error::invalid(field, "is not a space")),
-                None => return Err(Error::invalid(field, "no such space in this account")),
+                // Another account's space is as unknown as one that never existed.
+                None => return Err(Error::NotFound("space")),
             }
         }
         Ok(())
@@ -403,7 +404,7 @@ impl App {
         client: &ClientInfo,
     ) -> Result<crate::model::Membership> {
         policy::authorize(principal, Action::ManageTeams)?;
-        let team = self.team(principal, id).await?;
+        self.team(principal, id).await?;
         let tx = self.store.begin().await?;
         if !store::teams::set_member_role(&tx, principal.tenant_id, id, user, role).await? {
             return Err(Error::NotFound("team member"));
@@ -420,13 +421,11 @@ impl App {
         )
         .await?;
         store::commit(tx).await?;
-        Ok(crate::model::Membership {
-            team_id: id,
-            team_name: team.name,
-            team_kind: team.kind,
-            user_id: user,
-            role,
-            added_at: self.clock.now(),
-        })
+        // The membership as stored: it keeps the instant the user joined.
+        store::teams::memberships_of(self.store.db(), principal.tenant_id, &[user.0])
+            .await?
+            .remove(&user.0)
+            .and_then(|list| list.into_iter().find(|m| m.team_id == id))
+            .ok_or(Error::NotFound("team member"))
     }
 }

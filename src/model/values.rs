@@ -30,7 +30,13 @@ impl Email {
             && domain
                 .chars()
                 .all(|c| c.is_alphanumeric() || c == '.' || c == '-');
-        let local_ok = !local.is_empty()
+        let labels_ok = domain
+            .split('.')
+            .all(|label| !label.is_empty() && !label.starts_with('-') && !label.ends_with('-'));
+        let dots_ok = !local.starts_with('.') && !local.ends_with('.') && !local.contains("..");
+        let local_ok = labels_ok
+            && dots_ok
+            && !local.is_empty()
             && local.len() <= 64
             && !local
                 .chars()

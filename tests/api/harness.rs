@@ -35,7 +35,8 @@ use tonic_types::StatusExt;
 pub const PASSWORD: &str = "Corr3ct-Horse-Battery";
 
 /// How long helpers wait for something the server does in the background (mail).
-const WAIT: Duration = Duration::from_secs(5);
+/// Generous, because CI machines are small and busy; a passing test never waits this long.
+const WAIT: Duration = Duration::from_secs(10);
 
 /// A clock the test moves: it runs with the wall clock from the moment it was made, plus
 /// whatever the test added with [`ManualClock::advance`]. It ticks (rather than stands still)
@@ -72,6 +73,35 @@ struct Backing {
     /// Temporary folder: the SQLite file (when used) and the mail folder.
     dir: tempfile::TempDir,
     database_url: String,
+    /// The PostgreSQL server's admin URL and the test's database on it, dropped at the end.
+    postgres: Option<(String, String)>,
+}
+
+impl Drop for Backing {
+    fn drop(&mut self) {
+        let Some((admin_url, name)) = self.postgres.take() else {
+            return;
+        };
+        // Best effort, on a thread of its own: Drop cannot await, and the test's runtime may be
+        // single-threaded. FORCE ends the connections of a server that is still stopping.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                if let Ok(admin) = Database::connect(admin_url.as_str()).await {
+                    let _ = admin
+                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                    let _ = admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
 }
 
 /// A running server and clients connected to it.
@@ -112,19 +142,26 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let (database_url, postgres) = match std::env::var("ROSTER_TEST_DATABASE_URL") {
         Ok(admin) if !admin.trim().is_empty() => {
-            (fresh_postgres_database(admin.trim()).await, true)
+            let admin = admin.trim().to_owned();
+            let (url, name) = fresh_postgres_database(&admin).await;
+            (url, Some((admin, name)))
         }
         _ => (
             format!("sqlite://{}", dir.path().join("roster.db").display()),
-            false,
+            None,
         ),
     };
-    let backing = Arc::new(Backing { dir, database_url });
+    let is_postgres = postgres.is_some();
+    let backing = Arc::new(Backing {
+        dir,
+        database_url,
+        postgres,
+    });
     let extra = extra
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
-    start(backing, ManualClock::new(), extra, postgres).await
+    start(backing, ManualClock::new(), extra, is_postgres).await
 }
 
 /// Logs of the server go to the test output when `ROSTER_TEST_LOG` is set (`debug`, `info` ...).
@@ -137,8 +174,8 @@ fn init_logging() {
     }
 }
 
-/// Creates `t_<uuid>` on the server that `admin_url` points at and returns its URL.
-async fn fresh_postgres_database(admin_url: &str) -> String {
+/// Creates `t_<uuid>` on the server that `admin_url` points at; returns its URL and name.
+async fn fresh_postgres_database(admin_url: &str) -> (String, String) {
     let name = format!("t_{}", uuid::Uuid::new_v4().simple());
     let admin = Database::connect(admin_url)
         .await
@@ -150,7 +187,7 @@ async fn fresh_postgres_database(admin_url: &str) -> String {
     let _ = admin.close().await;
     let mut url = url::Url::parse(admin_url).expect("ROSTER_TEST_DATABASE_URL is a URL");
     url.set_path(&format!("/{name}"));
-    url.to_string()
+    (url.to_string(), name)
 }
 
 async fn start(
@@ -392,12 +429,12 @@ impl TestApp {
             .map(tonic::Response::into_inner)
     }
 
-    /// Every message written to `email` so far, oldest first, waiting up to 5 s for the first.
+    /// Every message written to `email` so far, oldest first, waiting up to 10 s for the first.
     pub async fn mails_to(&self, email: &str) -> Vec<String> {
         self.wait_for_mails_to(email, 1).await
     }
 
-    /// Waits up to 5 s until at least `count` messages to `email` exist; returns all of them,
+    /// Waits up to 10 s until at least `count` messages to `email` exist; returns all of them,
     /// oldest first.
     pub async fn wait_for_mails_to(&self, email: &str, count: usize) -> Vec<String> {
         let deadline = tokio::time::Instant::now() + WAIT;
@@ -415,7 +452,7 @@ impl TestApp {
         }
     }
 
-    /// The newest message to `email`, waiting up to 5 s for one to arrive.
+    /// The newest message to `email`, waiting up to 10 s for one to arrive.
     pub async fn latest_mail_to(&self, email: &str) -> String {
         self.mails_to(email)
             .await

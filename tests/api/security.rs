@@ -1009,6 +1009,61 @@ async fn behind_a_trusted_proxy_the_forwarded_address_decides_at_login_and_on_ev
             .await,
         &["client_address"],
     );
+
+    // An admin moves the user to another network: the current token stops at once, and a
+    // refresh from the new network picks the change up.
+    let far = session.user.as_ref().expect("the user").id.clone();
+    users(&app)
+        .update_user(authed(
+            pb::UpdateUserRequest {
+                user_id: far,
+                user: Some(pb::User {
+                    dialer_profile: Some(pb::DialerProfile {
+                        allowed_networks: vec!["198.51.100.0/24".to_owned()],
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["dialer_profile.allowed_networks".to_owned()],
+                }),
+            },
+            &owner_token,
+        ))
+        .await
+        .expect("the owner changes the allowed networks");
+    expect_code(who_from(Some("203.0.113.200")).await, Code::Unauthenticated);
+    let moved = app
+        .auth()
+        .refresh_session(forwarded(
+            Request::new(pb::RefreshSessionRequest {
+                refresh_token: session.refresh_token.clone(),
+            }),
+            "198.51.100.7",
+        ))
+        .await
+        .expect("a refresh from the new network")
+        .into_inner();
+    let mut client = app.auth();
+    assert!(
+        client
+            .who_am_i(forwarded(
+                authed(pb::WhoAmIRequest {}, &moved.access_token),
+                "198.51.100.7"
+            ))
+            .await
+            .is_ok()
+    );
+    expect_reason(
+        client
+            .who_am_i(forwarded(
+                authed(pb::WhoAmIRequest {}, &moved.access_token),
+                "203.0.113.9",
+            ))
+            .await,
+        Code::PermissionDenied,
+        "IP_NOT_ALLOWED",
+    );
 }
 
 // ----------------------------------------------------------------------------- sessions
@@ -1393,7 +1448,7 @@ async fn activity_filters_by_actor_target_action_and_time_a_page_at_a_time() {
         &app,
         &owner_token,
         pb::ActivityFilter {
-            until: Some(boundary.clone()),
+            until: Some(boundary),
             ..Default::default()
         },
     )
@@ -1745,9 +1800,13 @@ async fn the_live_feed_of_one_replica_carries_activity_written_by_another() {
     }
     let replica = app.replica().await;
     let (account, owner_token) = owner(&app, "Acme", "ann@acme.test").await;
-    let mut feed = watch(&replica, &owner_token, actions(&["auth.login", "user.*"]))
-        .await
-        .unwrap();
+    let mut feed = watch(
+        &replica,
+        &owner_token,
+        actions(&["auth.login", "user.*", "users.*"]),
+    )
+    .await
+    .unwrap();
     let bob = member(&app, &owner_token, "bob@acme.test", &["REPORTS"], None).await;
     let created = next_record(&mut feed).await;
     assert_eq!(created.action, "user.created");
@@ -1758,8 +1817,8 @@ async fn the_live_feed_of_one_replica_carries_activity_written_by_another() {
     let logged_in = next_record(&mut feed).await;
     assert_eq!(logged_in.action, "auth.login");
     assert_eq!(logged_in.actor_user_id, bob);
-    // Written in bulk on the first replica, seen live on the second.
-    let ended = users(&app)
+    // A mass action on the first replica, seen live on the second.
+    users(&app)
         .bulk_update_users(authed(
             pb::BulkUpdateUsersRequest {
                 action: pb::BulkAction::Deactivate as i32,
@@ -1772,9 +1831,30 @@ async fn the_live_feed_of_one_replica_carries_activity_written_by_another() {
             },
             &owner_token,
         ))
-        .await;
-    if ended.is_ok() {
-        let record = next_record(&mut feed).await;
-        assert!(record.action.starts_with("user."), "{record:?}");
-    }
+        .await
+        .expect("the mass action runs");
+    let record = next_record(&mut feed).await;
+    assert_eq!(record.action, "users.bulk_deactivated");
+    // A mass deletion writes one record per user in a multi-row insert: each is announced.
+    users(&app)
+        .bulk_update_users(authed(
+            pb::BulkUpdateUsersRequest {
+                action: pb::BulkAction::Delete as i32,
+                selection: Some(pb::bulk_update_users_request::Selection::UserIds(
+                    pb::UserIdList {
+                        user_ids: vec![bob.clone()],
+                    },
+                )),
+                ..Default::default()
+            },
+            &owner_token,
+        ))
+        .await
+        .expect("the mass deletion runs");
+    let mut seen = vec![
+        next_record(&mut feed).await.action,
+        next_record(&mut feed).await.action,
+    ];
+    seen.sort();
+    assert_eq!(seen, vec!["user.deleted", "users.bulk_deleted"]);
 }

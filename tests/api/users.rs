@@ -591,13 +591,10 @@ async fn list_users_filters_by_status_and_role() {
         filter: Some(filter),
         ..Default::default()
     };
-    // A role nobody holds (it may be a custom role) matches nobody; a malformed key is refused.
-    assert!(
-        list(&app, token, bad(filter(&[], &["KING"])))
-            .await
-            .expect("list")
-            .users
-            .is_empty()
+    // A role that does not exist in the account, and a malformed key, are refused by name.
+    expect_bad_fields(
+        list(&app, token, bad(filter(&[], &["KING"]))).await,
+        &["filter.roles"],
     );
     expect_bad_fields(
         list(&app, token, bad(filter(&[], &["no such role!"]))).await,
