@@ -205,26 +205,26 @@ impl OutboxSender {
         let db = self.store.db();
         loop {
             let now = self.clock.now();
-            let due = store::outbox::due(db, now, self.max_attempts, 50).await?;
+            let due = store::outbox::due(db, now, self.max_attempts, 200).await?;
             if due.is_empty() {
                 return Ok(());
             }
-            for mail in due {
-                // A claim keeps other replicas off this message while it is being sent.
-                if !store::outbox::claim(db, &mail, now + chrono::Duration::minutes(5)).await? {
-                    continue;
-                }
-                match self.build(&mail) {
+            // One claim for the batch keeps other replicas off these messages while they are sent.
+            let claimed =
+                store::outbox::claim_many(db, &due, now, now + chrono::Duration::minutes(5))
+                    .await?;
+            let mut sent = Vec::with_capacity(claimed.len());
+            for mail in due.iter().filter(|mail| claimed.contains(&mail.id)) {
+                match self.build(mail) {
                     Ok(message) => match self.transport.send(message, mail.id).await {
-                        Ok(()) => {
-                            store::outbox::mark_sent(db, mail.id, self.clock.now()).await?;
-                            tracing::info!(mail_id = %mail.id, "mail sent");
-                        }
-                        Err(err) => self.failed(&mail, &err.to_string()).await?,
+                        Ok(()) => sent.push(mail.id),
+                        Err(err) => self.failed(mail, &err.to_string()).await?,
                     },
-                    Err(err) => self.failed(&mail, &err).await?,
+                    Err(err) => self.failed(mail, &err).await?,
                 }
             }
+            store::outbox::mark_sent_many(db, &sent, self.clock.now()).await?;
+            tracing::info!(sent = sent.len(), "mail sent");
         }
     }
 

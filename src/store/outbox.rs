@@ -75,37 +75,6 @@ pub async fn due(
         .collect())
 }
 
-/// Claims a message for one sender by pushing its next attempt out; false when another replica
-/// claimed it first.
-pub async fn claim(db: &impl Conn, mail: &PendingMail, until: DateTime<Utc>) -> Result<bool> {
-    let result = outbox::Entity::update_many()
-        .col_expr(outbox::Column::NextAttemptAt, Expr::value(until))
-        .filter(outbox::Column::Id.eq(mail.id))
-        .filter(outbox::Column::NextAttemptAt.eq(mail.next_attempt_at))
-        .filter(outbox::Column::SentAt.is_null())
-        .exec(db)
-        .await?;
-    Ok(result.rows_affected == 1)
-}
-
-/// Records a delivery.
-pub async fn mark_sent(db: &impl Conn, id: uuid::Uuid, now: DateTime<Utc>) -> Result<()> {
-    outbox::Entity::update_many()
-        .col_expr(outbox::Column::SentAt, Expr::value(now))
-        .col_expr(
-            outbox::Column::Attempts,
-            Expr::col(outbox::Column::Attempts).add(1),
-        )
-        .col_expr(
-            outbox::Column::LastError,
-            Expr::value(Option::<String>::None),
-        )
-        .filter(outbox::Column::Id.eq(id))
-        .exec(db)
-        .await?;
-    Ok(())
-}
-
 /// Records a failed attempt and when to try again.
 pub async fn mark_failed(
     db: &impl Conn,
@@ -152,5 +121,44 @@ pub async fn enqueue_many(
             .exec_without_returning(db)
             .await?;
     }
+    Ok(())
+}
+
+/// Claims a batch of due messages for this sender in one statement; returns the ids it got (a
+/// concurrent replica may have claimed some first).
+pub async fn claim_many(
+    db: &impl Conn,
+    mails: &[PendingMail],
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<std::collections::HashSet<uuid::Uuid>> {
+    let claimed = outbox::Entity::update_many()
+        .col_expr(outbox::Column::NextAttemptAt, Expr::value(until))
+        .filter(outbox::Column::Id.is_in(mails.iter().map(|mail| mail.id)))
+        .filter(outbox::Column::NextAttemptAt.lte(now))
+        .filter(outbox::Column::SentAt.is_null())
+        .exec_with_returning(db)
+        .await?;
+    Ok(claimed.into_iter().map(|row| row.id).collect())
+}
+
+/// Records many deliveries in one statement.
+pub async fn mark_sent_many(db: &impl Conn, ids: &[uuid::Uuid], now: DateTime<Utc>) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    outbox::Entity::update_many()
+        .col_expr(outbox::Column::SentAt, Expr::value(now))
+        .col_expr(
+            outbox::Column::Attempts,
+            Expr::col(outbox::Column::Attempts).add(1),
+        )
+        .col_expr(
+            outbox::Column::LastError,
+            Expr::value(Option::<String>::None),
+        )
+        .filter(outbox::Column::Id.is_in(ids.iter().copied()))
+        .exec(db)
+        .await?;
     Ok(())
 }
