@@ -378,7 +378,13 @@ impl TokenIssuer {
                 "the session has ended",
             ));
         }
-        if let Some(current) = self.revocations.current_grant(principal.user_id) {
+        // Only tokens issued before the change carry stale roles; later ones were issued from the
+        // database and are at least as new as the recorded change.
+        if let Some(current) = self
+            .revocations
+            .current_grant(principal.user_id)
+            .filter(|current| principal.issued_at <= current.at)
+        {
             principal.roles = current.roles;
             principal.permissions = current.permissions;
             principal.is_owner = current.is_owner;

@@ -721,6 +721,12 @@ impl App {
         .await?;
         store::commit(tx).await?;
         self.revoked(revoked);
+        // Earlier role changes left current grants behind: replace them with the new ownership.
+        let mut regranted = vec![new_owner];
+        if matches!(former_owner, FormerOwner::Roles(_)) {
+            regranted.push(former.id);
+        }
+        self.regrant(principal.tenant_id, &regranted).await?;
         let new_owner = self.target(principal.tenant_id, new_owner).await?;
         let former = match former_owner {
             FormerOwner::Roles(_) => Some(self.target(principal.tenant_id, former.id).await?),

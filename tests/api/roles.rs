@@ -1550,7 +1550,6 @@ async fn custom_roles_are_per_account_and_role_calls_with_another_accounts_ids_a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: a role grant recorded before TransferOwnership overrides the is_owner of tokens issued after it (TransferOwnership does not regrant)"]
 async fn a_role_change_before_an_ownership_transfer_does_not_hide_the_new_owners_ownership() {
     let app = spawn_app().await;
     let acme = org(&app, "Acme", "ann@acme.test").await;
@@ -1581,7 +1580,6 @@ async fn a_role_change_before_an_ownership_transfer_does_not_hide_the_new_owners
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: a role grant recorded before TransferOwnership overrides the is_owner of tokens issued after it (TransferOwnership does not regrant)"]
 async fn a_former_owner_who_changed_their_own_roles_keeps_no_owner_powers_after_a_transfer() {
     let app = spawn_app().await;
     let acme = org(&app, "Acme", "ann@acme.test").await;
