@@ -406,13 +406,25 @@ impl ServerConfig {
             // login-type calls, or Login would measure the limiter instead of the hashing.
             .env("ROSTER_LOGIN_RATE_PER_MINUTE", "1000000000")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(server_output())
             .spawn()
             .with_context(|| format!("starting {}", self.exe.display()))?;
         let mut process = ServerProcess { child, addr };
         let took = process.wait_serving(started).await?;
         Ok((process, took))
     }
+}
+
+/// Where the started server's log (its stdout) goes: the bench's stderr, away from the report.
+fn server_output() -> Stdio {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        if let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() {
+            return Stdio::from(fd);
+        }
+    }
+    Stdio::null()
 }
 
 /// A server started by the bench; killed if dropped while still running.

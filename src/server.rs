@@ -8,7 +8,6 @@ use tokio::{
     net::TcpListener,
     sync::{Notify, watch},
 };
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower_http::trace::TraceLayer;
 
@@ -250,7 +249,12 @@ pub async fn serve(
         .add_service(sessions)
         .add_service(activity)
         .add_service(security)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        // Server::tcp_nodelay does not reach an incoming stream we bind ourselves: without
+        // TCP_NODELAY small responses wait for the peer's delayed ACK (about 40 ms each).
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await;
 
     tracing::info!("roster stopping");

@@ -60,8 +60,10 @@ impl Store {
             })
             .min_connections(1)
             .connect_timeout(Duration::from_secs(5))
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(30))
             .sqlx_logging(false);
+        // Writers queue on SQLite's lock rather than fail while a burst of logins is committed.
+        options.map_sqlx_sqlite_opts(|sqlite| sqlite.busy_timeout(Duration::from_secs(30)));
         let db = Database::connect(options).await.map_err(Error::from)?;
         if sqlite {
             db.execute_unprepared(
