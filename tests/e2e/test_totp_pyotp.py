@@ -205,7 +205,7 @@ def main() -> int:
         def grpcurl_watch_shows_the_two_factor_login():
             client, addr, login, totp, token = r.need("client", "addr", "login", "totp", "session_token")
             r.need("used_step")
-            argv = [find_grpcurl(), "-plaintext", "-max-time", "20", "-H", f"authorization: Bearer {token}",
+            argv = [find_grpcurl(), "-plaintext", "-max-time", "90", "-H", f"authorization: Bearer {token}",
                     "-d", json.dumps({"filter": {"actions": ["auth.login"]}}), addr,
                     "roster.v1.ActivityService/WatchActivity"]
             watcher = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -213,6 +213,8 @@ def main() -> int:
             reader = threading.Thread(target=lambda: lines.extend(watcher.stdout), daemon=True)
             reader.start()
             try:
+                # grpcurl's -max-time must outlast a wait for the next TOTP step (up to 30 s) below,
+                # or the watch ends before the login it should show.
                 # The watch is subscribed once grpcurl has its response headers; give it a moment.
                 time.sleep(1.5)
                 challenge = client.call(auth, "Login", login)["challenge"]
