@@ -34,7 +34,7 @@ use tonic_health::pb::{
 use crate::{
     api::pb::{self, auth_service_client::AuthServiceClient},
     config::Settings,
-    domain::passwords::{Argon2Settings, hash_blocking, verify_blocking},
+    domain::passwords::{Argon2Settings, hash_blocking, verify_with_memory},
 };
 
 /// Password of the account the bench signs up.
@@ -819,8 +819,16 @@ fn argon2_round(
             .map(|_| {
                 scope.spawn(|| {
                     let mut done = 0u64;
+                    // Each thread reuses its working memory, as the server's hashing threads do.
+                    let mut memory = Vec::new();
                     while Instant::now() < measure_end {
-                        if !verify_blocking(&hashed.params, PASSWORD, &hashed.stored).matches {
+                        let verification = verify_with_memory(
+                            &hashed.params,
+                            PASSWORD,
+                            &hashed.stored,
+                            &mut memory,
+                        );
+                        if !verification.matches {
                             return Err(anyhow!("argon2 verification failed"));
                         }
                         let finished = Instant::now();
