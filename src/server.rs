@@ -98,6 +98,7 @@ pub async fn build_app(
         mail_wake: Arc::new(Notify::new()),
         feed: Arc::new(ActivityFeed::default()),
         guard: Arc::new(LoginGuard::default()),
+        cache: Arc::default(),
     };
     // Role changes younger than an access token must keep overriding the roles inside tokens.
     let mut changed: std::collections::HashMap<crate::model::TenantId, Vec<crate::model::UserId>> =

@@ -296,8 +296,8 @@ impl pb::auth_service_server::AuthService for AuthApi {
         let principal = self.ctx.principal(&request)?;
         let (user, tenant) = self.ctx.app.who_am_i(&principal).await?;
         Ok(Response::new(pb::WhoAmIResponse {
-            user: Some(user.into()),
-            tenant: Some(tenant.into()),
+            user: Some(std::sync::Arc::unwrap_or_clone(user).into()),
+            tenant: Some(std::sync::Arc::unwrap_or_clone(tenant).into()),
         }))
     }
 

@@ -517,7 +517,7 @@ impl pb::user_service_server::UserService for UserApi {
         let principal = self.ctx.principal(&request)?;
         let id = user_id("user_id", &request.get_ref().user_id)?;
         Ok(Response::new(
-            self.ctx.app.get_user(&principal, id).await?.into(),
+            std::sync::Arc::unwrap_or_clone(self.ctx.app.get_user(&principal, id).await?).into(),
         ))
     }
 

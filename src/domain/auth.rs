@@ -1,5 +1,7 @@
 //! Sign-up, activation, login, refresh, logout, token validation and password change.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use subtle::ConstantTimeEq;
@@ -183,7 +185,7 @@ impl App {
             .with_details(json!({ "tenant_slug": tenant.slug })),
         )
         .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         self.mail_queued();
         tracing::info!(tenant_id = %tenant.id, user_id = %user.id, "account signed up");
         Ok(SignedUp { tenant, user })
@@ -302,7 +304,7 @@ impl App {
             ),
         )
         .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         store::users::get(self.store.db(), found.tenant_id, found.user_id)
             .await?
             .ok_or(Error::NotFound("user"))
@@ -411,6 +413,7 @@ impl App {
                     now,
                 )
                 .await?;
+                self.store.wrote();
             }
             return Ok(LoginOutcome::SecondFactorRequired(
                 self.issue_challenge(&user).await?,
@@ -436,7 +439,7 @@ impl App {
                 .with_details(json!({ "session_id": tokens.session_id.to_string() })),
         )
         .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         Ok(LoginOutcome::Session(SessionTokens {
             user: User {
                 last_login_at: Some(now),
@@ -552,7 +555,7 @@ impl App {
             .with_details(json!({ "session_id": session_id.to_string() })),
         )
         .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         let grant = self.grant(&user, session_id, generation).await?;
         let (access_token, access_token_expires_at) = self.tokens.issue(&grant, now);
         Ok(SessionTokens {
@@ -593,7 +596,7 @@ impl App {
             .with_details(json!({ "session_id": session.id.to_string() })),
         )
         .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         self.tokens.revocations().revoke_session(session.id, now);
         tracing::warn!(tenant_id = %session.tenant_id, session_id = %session.id, "refresh token reused; session ended");
         Ok(())
@@ -624,7 +627,7 @@ impl App {
             .with_details(json!({ "session_id": principal.session_id.to_string() })),
         )
         .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         self.tokens
             .revocations()
             .revoke_session(principal.session_id, now);
@@ -648,13 +651,14 @@ impl App {
     }
 
     /// The caller's user and account.
-    pub async fn who_am_i(&self, principal: &Principal) -> Result<(User, Tenant)> {
+    pub async fn who_am_i(&self, principal: &Principal) -> Result<(Arc<User>, Arc<Tenant>)> {
         authorize(principal, Action::ReadSelf)?;
-        let db = self.store.db();
-        let user = store::users::get(db, principal.tenant_id, principal.user_id)
+        let user = self
+            .cached_user(principal.tenant_id, principal.user_id)
             .await?
             .ok_or(Error::NotFound("user"))?;
-        let tenant = store::tenants::get(db, principal.tenant_id)
+        let tenant = self
+            .cached_tenant(principal.tenant_id)
             .await?
             .ok_or(Error::NotFound("account"))?;
         Ok((user, tenant))
@@ -722,7 +726,7 @@ impl App {
             .with_details(json!({ "sessions_ended": ended.len() })),
         )
         .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         for session in ended {
             self.tokens.revocations().revoke_session(session, now);
         }

@@ -315,7 +315,7 @@ impl App {
             },
         )
         .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         self.revoked(revoked);
         if matches!(
             request.action,

@@ -218,7 +218,7 @@ impl App {
             },
         )
         .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         self.mail_queued();
         tracing::info!(tenant_id = %principal.tenant_id, created = report.created, "users imported");
         Ok(report)

@@ -160,7 +160,7 @@ impl App {
                     .with_details(json!({ "reason": "cooldown" })),
                 )
                 .await?;
-                store::commit(tx).await?;
+                self.store.commit(tx).await?;
                 Ok(false)
             }
             _ => Ok(true),
@@ -195,7 +195,7 @@ impl App {
                 .with_details(json!({ "failed_attempts": failures, "locked_until": until })),
         )
         .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         tracing::warn!(tenant_id = %user.tenant_id, user_id = %user.id, failures, "user locked after failed attempts");
         Ok(true)
     }
@@ -247,7 +247,7 @@ impl App {
             ),
         )
         .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         self.target(principal.tenant_id, user_id).await
     }
 }

@@ -4,6 +4,7 @@
 pub mod activity;
 pub mod auth;
 pub mod bulk;
+pub mod cache;
 pub mod import;
 pub mod lockout;
 pub mod mail;
@@ -62,6 +63,8 @@ pub struct App {
     pub feed: Arc<activity::ActivityFeed>,
     /// Failed logins of unknown users, counted so that they lock like known ones.
     pub guard: Arc<lockout::LoginGuard>,
+    /// Users and accounts as last read, for the hot reads.
+    pub cache: Arc<cache::ReadCache>,
 }
 
 impl App {

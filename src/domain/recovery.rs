@@ -81,7 +81,7 @@ impl App {
             ),
         )
         .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         self.mail_queued();
         Ok(())
     }
@@ -145,7 +145,7 @@ impl App {
             .with_details(json!({ "unlocked": user.status == UserStatus::Locked })),
         )
         .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         self.revoked(revoked);
         Ok(())
     }

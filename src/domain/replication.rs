@@ -260,6 +260,10 @@ async fn listen(app: App, mut listener: Listener, origin: Uuid, mut stop: watch:
         };
         match received {
             Ok(Some(Notification { channel, payload })) => {
+                // Every state change announces an activity record (and role changes a grant)
+                // at its commit, so either one tells this replica's caches that the database
+                // has moved on.
+                app.store.writes().advance();
                 if channel == notify::REVOCATION_CHANNEL {
                     for event in decode(origin, &payload) {
                         revocations.apply(event);

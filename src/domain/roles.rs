@@ -205,7 +205,7 @@ impl App {
         store::roles::insert(&tx, principal.tenant_id, &role, now).await?;
         self.record(&tx, role_activity(principal, "role.created", &role, client))
             .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         Ok(role)
     }
 
@@ -238,7 +238,7 @@ impl App {
         store::users::mark_roles_changed(&tx, principal.tenant_id, &holders, now).await?;
         self.record(&tx, role_activity(principal, "role.updated", &role, client))
             .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         self.regrant(principal.tenant_id, &holders).await?;
         Ok(role)
     }
@@ -270,7 +270,7 @@ impl App {
             role_activity(principal, "role.deleted", &current, client),
         )
         .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         self.regrant(principal.tenant_id, &holders).await
     }
 
@@ -397,7 +397,7 @@ impl App {
             .with_details(json!({ "added": added, "removed": removed })),
         )
         .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         self.regrant(principal.tenant_id, &[target.id]).await?;
         self.target(principal.tenant_id, target.id).await
     }

@@ -125,7 +125,7 @@ impl App {
             .with_details(json!({ "session_id": session_id.to_string() })),
         )
         .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         self.tokens.revocations().revoke_session(session_id, now);
         Ok(())
     }
@@ -239,7 +239,7 @@ impl App {
                 .await?;
         self.record(&tx, record.with_details(json!({ "sessions_ended": ended })))
             .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         self.tokens
             .revocations()
             .revoke_sessions(sessions.iter().copied(), now);

@@ -144,7 +144,7 @@ impl App {
             ),
         )
         .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         Ok(team)
     }
 
@@ -220,7 +220,7 @@ impl App {
             ),
         )
         .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         self.team(principal, id).await
     }
 
@@ -246,7 +246,7 @@ impl App {
             ),
         )
         .await?;
-        store::commit(tx).await
+        self.store.commit(tx).await
     }
 
     /// Adds users to a team with a role; users of other accounts are NOT_FOUND skips.
@@ -293,7 +293,7 @@ impl App {
                 ),
             )
             .await?;
-            store::commit(tx).await?;
+            self.store.commit(tx).await?;
         }
         Ok(Added {
             added: adding.len() as u64,
@@ -355,7 +355,7 @@ impl App {
             ),
         )
         .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         Ok(removed)
     }
 
@@ -420,7 +420,7 @@ impl App {
             ),
         )
         .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         // The membership as stored: it keeps the instant the user joined.
         store::teams::memberships_of(self.store.db(), principal.tenant_id, &[user.0])
             .await?

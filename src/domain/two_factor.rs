@@ -499,7 +499,7 @@ impl App {
             ),
         )
         .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         let (access_token, access_token_expires_at) = self.reissue(principal).await?;
         Ok(Confirmed {
             backup_codes: codes,
@@ -560,7 +560,7 @@ impl App {
             .with_details(json!({ "confirmed_with": factor.as_str() })),
         )
         .await?;
-        store::commit(tx).await
+        self.store.commit(tx).await
     }
 
     /// Replaces the caller's backup codes, with a current code.
@@ -601,7 +601,7 @@ impl App {
             ),
         )
         .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         Ok(codes)
     }
 
@@ -684,7 +684,7 @@ impl App {
             .with_details(json!({ "sessions_ended": sessions.len() })),
         )
         .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         self.revoked(revoked);
         Ok(sessions.len() as u64)
     }
@@ -719,7 +719,7 @@ impl App {
             },
         )
         .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         Ok(required)
     }
 
@@ -810,7 +810,7 @@ impl App {
                 })),
         )
         .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         self.clear_failures(&user).await?;
         Ok(SessionTokens {
             user: User {

@@ -1,6 +1,8 @@
 //! The user lifecycle: create, read, list, update, delete, deactivate, reactivate, invitations,
 //! password resets and ownership transfer.
 
+use std::sync::Arc;
+
 use ipnet::IpNet;
 use rand::{Rng, seq::SliceRandom};
 use serde_json::json;
@@ -274,19 +276,21 @@ impl App {
             .with_details(json!({ "roles": user.roles, "invited": purpose == PURPOSE_INVITATION })),
         )
         .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         self.mail_queued();
         Ok((user, request.return_activation_token.then_some(token)))
     }
 
     /// One user: anyone may read themself; other users need `users.read`.
-    pub async fn get_user(&self, principal: &Principal, user_id: UserId) -> Result<User> {
+    pub async fn get_user(&self, principal: &Principal, user_id: UserId) -> Result<Arc<User>> {
         if user_id != principal.user_id {
             policy::authorize(principal, Action::ReadUsers)?;
         } else {
             policy::authorize(principal, Action::ReadSelf)?;
         }
-        self.target(principal.tenant_id, user_id).await
+        self.cached_user(principal.tenant_id, user_id)
+            .await?
+            .ok_or(Error::NotFound("user"))
     }
 
     /// A page of the account's users; without `users.read` the caller sees only themself.
@@ -437,7 +441,7 @@ impl App {
             .with_details(json!({ "fields": patch.paths })),
         )
         .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         self.revoked(acl_revoked);
         if roles_changed {
             // The new permissions replace the ones inside the user's tokens on their next call.
@@ -459,7 +463,7 @@ impl App {
         self.record(&tx, deleted_record(principal, &target, client))
             .await?;
         store::users::delete(&tx, principal.tenant_id, &[user_id]).await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         self.revoked(vec![(user_id, i64::MAX)]);
         Ok(())
     }
@@ -503,7 +507,7 @@ impl App {
             ),
         )
         .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         self.revoked(revoked);
         self.target(principal.tenant_id, user_id).await
     }
@@ -543,7 +547,7 @@ impl App {
             ),
         )
         .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         self.target(principal.tenant_id, user_id).await
     }
 
@@ -590,7 +594,7 @@ impl App {
             ),
         )
         .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         self.mail_queued();
         Ok(return_token.then_some(token))
     }
@@ -634,7 +638,7 @@ impl App {
             .with_details(json!({ "require_change": require_change })),
         )
         .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         self.revoked(revoked);
         Ok(temporary)
     }
@@ -719,7 +723,7 @@ impl App {
             })),
         )
         .await?;
-        store::commit(tx).await?;
+        self.store.commit(tx).await?;
         self.revoked(revoked);
         // Earlier role changes left current grants behind: replace them with the new ownership.
         let mut regranted = vec![new_owner];

@@ -4,6 +4,8 @@
 pub type Permission = &'static str;
 
 /// Every permission that exists, with what it allows. The owner holds all of them.
+///
+/// Access tokens carry permissions as positions in this list: add new ones at the end only.
 pub const ALL_PERMISSIONS: &[(Permission, &str)] = &[
     ("users.read", "view the account's users"),
     (

@@ -15,7 +15,13 @@ pub mod tokens;
 pub mod two_factor;
 pub mod users;
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{
@@ -36,6 +42,26 @@ pub type Tx = DatabaseTransaction;
 pub struct Store {
     db: DatabaseConnection,
     sqlite: bool,
+    writes: Arc<WriteEpoch>,
+}
+
+/// Counts the writes this replica committed or heard of, so that a cache can tell whether what
+/// it read may have changed since: an entry read at epoch `e` is good while the epoch is `e`.
+/// The epoch advances after a commit, so a read that raced a write is stamped with the epoch
+/// before it and never served again.
+#[derive(Debug, Default)]
+pub struct WriteEpoch(AtomicU64);
+
+impl WriteEpoch {
+    /// The current epoch; read it before reading what a cache keeps.
+    pub fn current(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Records a committed write (here, or announced by another replica).
+    pub fn advance(&self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 impl Store {
@@ -71,7 +97,11 @@ impl Store {
             )
             .await?;
         }
-        Ok(Self { db, sqlite })
+        Ok(Self {
+            db,
+            sqlite,
+            writes: Arc::default(),
+        })
     }
 
     /// Applies pending migrations.
@@ -106,15 +136,27 @@ impl Store {
         Ok(self.db.begin().await?)
     }
 
+    /// Commits `tx` and advances the write epoch.
+    pub async fn commit(&self, tx: Tx) -> Result<()> {
+        tx.commit().await?;
+        self.writes.advance();
+        Ok(())
+    }
+
+    /// Records a write made outside a transaction (after it is done).
+    pub fn wrote(&self) {
+        self.writes.advance();
+    }
+
+    /// The write epoch of this replica.
+    pub fn writes(&self) -> &WriteEpoch {
+        &self.writes
+    }
+
     /// Closes the pool.
     pub async fn close(self) {
         let _ = self.db.close().await;
     }
-}
-
-/// Commits `tx`.
-pub async fn commit(tx: Tx) -> Result<()> {
-    Ok(tx.commit().await?)
 }
 
 impl From<DbErr> for Error {

@@ -1897,3 +1897,76 @@ async fn a_transfer_may_delete_the_former_owner() {
     assert_eq!(me.tenant.expect("tenant").owner_user_id, bob.user_id);
     assert_eq!(count(&app, &bob.access_token).await, 1);
 }
+
+#[tokio::test]
+async fn reads_follow_every_write_here_and_on_another_replica() {
+    let app = spawn_app().await;
+    let acme = org(&app, "Acme", "ann@acme.test").await;
+    let bob = member(&app, &acme, "bob@acme.test", &["REPORTS"]).await;
+    let renamed = |name: &str| pb::User {
+        first_name: name.to_owned(),
+        ..Default::default()
+    };
+    // Read twice (the second read may come from this replica's cache), then write: the next read
+    // shows the write, through GetUser and WhoAmI alike.
+    for _ in 0..2 {
+        get(&app, acme.token(), &bob.user_id).await.expect("get");
+        app.who_am_i(&bob.access_token).await.expect("WhoAmI");
+    }
+    update(
+        &app,
+        acme.token(),
+        &bob.user_id,
+        renamed("Robert"),
+        &["first_name"],
+    )
+    .await
+    .expect("rename");
+    let read = get(&app, acme.token(), &bob.user_id).await.expect("get");
+    assert_eq!(read.first_name, "Robert");
+    let me = app.who_am_i(&bob.access_token).await.expect("WhoAmI");
+    assert_eq!(me.user.expect("user").first_name, "Robert");
+    // A deactivation shows at once too (and ends bob's session).
+    deactivate(&app, acme.token(), &bob.user_id)
+        .await
+        .expect("deactivate");
+    let read = get(&app, acme.token(), &bob.user_id).await.expect("get");
+    assert_eq!(read.status, pb::UserStatus::Inactive as i32);
+    reactivate(&app, acme.token(), &bob.user_id)
+        .await
+        .expect("reactivate");
+
+    if !app.postgres {
+        eprintln!("note: replicas share a database only on PostgreSQL; the rest is skipped");
+        return;
+    }
+    let replica = app.replica().await;
+    let on_replica = get(&replica, acme.token(), &bob.user_id)
+        .await
+        .expect("get on the replica");
+    assert_eq!(on_replica.first_name, "Robert");
+    update(
+        &app,
+        acme.token(),
+        &bob.user_id,
+        renamed("Bobby"),
+        &["first_name"],
+    )
+    .await
+    .expect("rename on the first replica");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let seen = get(&replica, acme.token(), &bob.user_id)
+            .await
+            .expect("get on the replica");
+        if seen.first_name == "Bobby" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second replica still showed {:?} after 2 s",
+            seen.first_name
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
