@@ -32,7 +32,7 @@ pub use security::SecurityApi;
 pub use sessions::SessionApi;
 pub use teams::TeamApi;
 pub use two_factor::TwoFactorApi;
-pub use users::UserApi;
+pub use users::{UserApi, default_listing_token_after};
 
 /// Generated protobuf types and services of `roster.v1`.
 #[allow(clippy::all, missing_docs)]

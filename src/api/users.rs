@@ -408,6 +408,19 @@ fn fingerprint(filter: &UserFilter, order: UserOrder, descending: bool) -> Strin
     URL_SAFE_NO_PAD.encode(&digest[..12])
 }
 
+/// The page token that continues the default listing (no filter, oldest first) after the user
+/// `user_id`: `roster bench` starts deep in a large account with it instead of paging there.
+pub fn default_listing_token_after(user_id: &str) -> Result<String> {
+    let request = page_request(pb::ListUsersRequest::default())?;
+    let id = uuid::Uuid::parse_str(user_id).map_err(|_| Error::invalid("user_id", "not a UUID"))?;
+    let token = PageToken {
+        v: String::new(),
+        i: id,
+        f: fingerprint(&request.filter, request.order, request.descending),
+    };
+    Ok(URL_SAFE_NO_PAD.encode(serde_json::to_vec(&token).map_err(Error::internal)?))
+}
+
 fn page_request(request: pb::ListUsersRequest) -> Result<UserPageRequest> {
     let filter = filter("filter", request.filter)?;
     let order = match pb::UserOrder::try_from(request.order_by) {

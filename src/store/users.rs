@@ -764,7 +764,11 @@ pub async fn taken_logins(
             .select_only()
             .column(user::Column::Email)
             .filter(user::Column::TenantId.eq(tenant_id.0))
-            .filter(user::Column::Email.is_in(chunk.iter().cloned()))
+            .filter(super::one_of(
+                db,
+                user::Column::Email,
+                chunk.iter().cloned(),
+            ))
             .into_tuple()
             .all(db)
             .await?;
@@ -776,7 +780,11 @@ pub async fn taken_logins(
             .select_only()
             .column(user::Column::Username)
             .filter(user::Column::TenantId.eq(tenant_id.0))
-            .filter(user::Column::Username.is_in(chunk.iter().cloned()))
+            .filter(super::one_of(
+                db,
+                user::Column::Username,
+                chunk.iter().cloned(),
+            ))
             .into_tuple()
             .all(db)
             .await?;

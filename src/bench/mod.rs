@@ -10,6 +10,11 @@
 //!
 //! Misses are measurements, not failures: the exit code is non-zero only when the bench itself
 //! could not run (or a call failed).
+//!
+//! With `--users N` it also seeds an account of N users and measures the UserService at that
+//! size (see [`scale`]).
+
+mod scale;
 
 use std::{
     fmt::Write as _,
@@ -32,7 +37,9 @@ use tonic_health::pb::{
 };
 
 use crate::{
-    api::pb::{self, auth_service_client::AuthServiceClient},
+    api::pb::{
+        self, auth_service_client::AuthServiceClient, user_service_client::UserServiceClient,
+    },
     config::Settings,
     domain::passwords::{Argon2Settings, hash_blocking, verify_with_memory},
 };
@@ -89,6 +96,16 @@ pub struct BenchArgs {
     /// Skip the raw argon2 loop.
     #[arg(long)]
     pub no_argon2: bool,
+    /// Seed the account with this many users first (use PostgreSQL: `--database-url`), and
+    /// measure GetUser, a deep ListUsers page, an invitation import and a deactivation by filter.
+    #[arg(long, default_value_t = 0)]
+    pub users: u64,
+    /// Users of the seeded account deactivated by one filtered mass action.
+    #[arg(long, default_value_t = 100_000)]
+    pub deactivate: u64,
+    /// Invitation rows imported in one call, after everything else.
+    #[arg(long, default_value_t = 100_000)]
+    pub invitations: u64,
 }
 
 /// Runs the bench and prints its report; the process exit code.
@@ -138,6 +155,12 @@ pub enum Rpc {
     WhoAmI,
     /// `roster.v1.AuthService/Login`.
     Login,
+    /// `roster.v1.UserService/GetUser`, cycling through users of the seeded account.
+    GetUser,
+    /// `roster.v1.UserService/ListUsers`, the first page of 50.
+    ListFirstPage,
+    /// `roster.v1.UserService/ListUsers`, a page of 50 deep in the seeded account.
+    ListDeepPage,
 }
 
 impl Rpc {
@@ -147,6 +170,9 @@ impl Rpc {
             Self::ValidateToken => "roster.v1.AuthService/ValidateToken",
             Self::WhoAmI => "roster.v1.AuthService/WhoAmI",
             Self::Login => "roster.v1.AuthService/Login",
+            Self::GetUser => "roster.v1.UserService/GetUser",
+            Self::ListFirstPage => "UserService/ListUsers (first page)",
+            Self::ListDeepPage => "UserService/ListUsers (deep page)",
         }
     }
 }
@@ -156,6 +182,10 @@ struct Fixture {
     access_token: String,
     bearer: MetadataValue<Ascii>,
     login: pb::LoginRequest,
+    /// GetUser cycles through these (with `--users`).
+    user_ids: Vec<String>,
+    /// Where the deep ListUsers page starts (with `--users`).
+    deep_page_token: String,
 }
 
 /// One RPC's measurement, summed over rounds.
@@ -318,7 +348,22 @@ async fn bench(args: BenchArgs) -> anyhow::Result<bool> {
     }
 
     let channels = connect(target.addr, args.connections).await?;
-    let fixture = Arc::new(setup(&channels[0], &target.mail_dir).await?);
+    let mut fixture = setup(&channels[0], &target.mail_dir).await?;
+    let prepared = if args.users > 0 {
+        let prepared = scale::prepare(
+            &channels[0],
+            &fixture,
+            args.users,
+            args.deactivate.min(args.users),
+        )
+        .await?;
+        fixture.user_ids = prepared.user_ids.clone();
+        fixture.deep_page_token = prepared.deep_page_token.clone();
+        Some(prepared)
+    } else {
+        None
+    };
+    let fixture = Arc::new(fixture);
     memory.after_setup = target.pid.and_then(|pid| proc_status(pid, "VmRSS"));
 
     let argon2 = settings.argon2;
@@ -331,7 +376,11 @@ async fn bench(args: BenchArgs) -> anyhow::Result<bool> {
             .context("the argon2 hash panicked")??;
         Some(Arc::new(hashed))
     };
-    let selected: Vec<Rpc> = [Rpc::Health, Rpc::ValidateToken, Rpc::WhoAmI, Rpc::Login]
+    let mut all = vec![Rpc::Health, Rpc::ValidateToken, Rpc::WhoAmI, Rpc::Login];
+    if prepared.is_some() {
+        all.extend([Rpc::GetUser, Rpc::ListFirstPage, Rpc::ListDeepPage]);
+    }
+    let selected: Vec<Rpc> = all
         .into_iter()
         .filter(|rpc| args.rpcs.is_empty() || args.rpcs.contains(rpc))
         .collect();
@@ -362,6 +411,12 @@ async fn bench(args: BenchArgs) -> anyhow::Result<bool> {
     memory.after_load = target.pid.and_then(|pid| proc_status(pid, "VmRSS"));
     memory.peak = target.pid.and_then(|pid| proc_status(pid, "VmHWM"));
     memory.threads = target.pid.and_then(|pid| proc_status(pid, "Threads"));
+    let timed = match &prepared {
+        Some(prepared) => {
+            Some(scale::timed(&channels[0], &fixture, prepared, args.invitations).await?)
+        }
+        None => None,
+    };
     drop(channels);
 
     if let Some(process) = target.process.take() {
@@ -378,6 +433,8 @@ async fn bench(args: BenchArgs) -> anyhow::Result<bool> {
         threads,
         bound: bound.as_ref(),
         load: (load_before, load_average()),
+        prepared: prepared.as_ref(),
+        timed: timed.as_ref(),
     };
     print!("{}", report.render());
     Ok(phases.iter().all(|phase| phase.errors == 0))
@@ -591,6 +648,8 @@ async fn setup(channel: &Channel, mail_dir: &Path) -> anyhow::Result<Fixture> {
         access_token,
         bearer,
         login,
+        user_ids: Vec::new(),
+        deep_page_token: String::new(),
     })
 }
 
@@ -652,12 +711,14 @@ async fn drive(
     let workers: Vec<_> = (0..args.concurrency as usize)
         .map(|index| {
             let channel = channels[index % channels.len()].clone();
+            // Each worker starts at its own share of GetUser's working set.
+            let first_turn = index * fixture.user_ids.len() / args.concurrency as usize;
             tokio::spawn(worker(
                 rpc,
                 channel,
                 fixture.clone(),
-                measure_start,
-                measure_end,
+                first_turn,
+                (measure_start, measure_end),
             ))
         })
         .collect();
@@ -709,11 +770,13 @@ async fn worker(
     rpc: Rpc,
     channel: Channel,
     fixture: Arc<Fixture>,
-    measure_start: Instant,
-    measure_end: Instant,
+    first_turn: usize,
+    (measure_start, measure_end): (Instant, Instant),
 ) -> anyhow::Result<Tally> {
     let mut health = HealthClient::new(channel.clone());
+    let mut users = UserServiceClient::new(channel.clone());
     let mut auth = AuthServiceClient::new(channel);
+    let mut turn = first_turn;
     let mut tally = Tally {
         histogram: new_histogram()?,
         errors: 0,
@@ -724,7 +787,8 @@ async fn worker(
         if started >= measure_end {
             return Ok(tally);
         }
-        let outcome = call(rpc, &mut health, &mut auth, &fixture).await;
+        let outcome = call(rpc, &mut health, &mut auth, &mut users, &fixture, turn).await;
+        turn = turn.wrapping_add(1);
         let finished = Instant::now();
         match outcome {
             Ok(()) if finished >= measure_start && finished <= measure_end => {
@@ -745,7 +809,9 @@ async fn call(
     rpc: Rpc,
     health: &mut HealthClient<Channel>,
     auth: &mut AuthServiceClient<Channel>,
+    users: &mut UserServiceClient<Channel>,
     fixture: &Fixture,
+    turn: usize,
 ) -> Result<(), String> {
     let status = |err: tonic::Status| format!("{:?}: {}", err.code(), err.message());
     match rpc {
@@ -779,6 +845,38 @@ async fn call(
         }
         Rpc::Login => {
             auth.login(fixture.login.clone()).await.map_err(status)?;
+        }
+        Rpc::GetUser => {
+            let user_id = fixture
+                .user_ids
+                .get(turn % fixture.user_ids.len().max(1))
+                .cloned()
+                .ok_or("no users to read")?;
+            users
+                .get_user(scale::authed(pb::GetUserRequest { user_id }, fixture))
+                .await
+                .map_err(status)?;
+        }
+        Rpc::ListFirstPage | Rpc::ListDeepPage => {
+            let page_token = if rpc == Rpc::ListDeepPage {
+                fixture.deep_page_token.clone()
+            } else {
+                String::new()
+            };
+            let page = users
+                .list_users(scale::authed(
+                    pb::ListUsersRequest {
+                        page_size: 50,
+                        page_token,
+                        ..Default::default()
+                    },
+                    fixture,
+                ))
+                .await
+                .map_err(status)?;
+            if page.into_inner().users.len() != 50 {
+                return Err("a short page".into());
+            }
         }
     }
     Ok(())
@@ -913,6 +1011,9 @@ struct Report<'a> {
     bound: Option<&'a Bound>,
     /// Load averages before and after the run, to judge how noisy the machine was.
     load: (Option<String>, Option<String>),
+    /// The large account (`--users`).
+    prepared: Option<&'a scale::Prepared>,
+    timed: Option<&'a scale::Timed>,
 }
 
 /// Met, missed, or not measured in this run.
@@ -1114,6 +1215,23 @@ impl Report<'_> {
                 spread(round_ratios(&login.rates, &bound.rates))
             );
         }
+        if let Some(prepared) = self.prepared {
+            let _ = writeln!(out);
+            let _ = write!(out, "{}", scale::render(prepared, self.timed));
+            if let (Some(first), Some(deep)) = (
+                self.phase(Rpc::ListFirstPage),
+                self.phase(Rpc::ListDeepPage),
+            ) {
+                let _ = writeln!(
+                    out,
+                    "ListUsers page after {} users: {:.2}x the first page's cost (p50 {:.2} vs {:.2} ms)",
+                    prepared.deep_position,
+                    first.rate() / deep.rate().max(1e-9),
+                    deep.quantile_ms(0.5),
+                    first.quantile_ms(0.5)
+                );
+            }
+        }
         let _ = writeln!(out);
         let _ = writeln!(out, "targets:");
         let validate = self.ratio_to_health(Rpc::ValidateToken);
@@ -1155,6 +1273,36 @@ impl Report<'_> {
         ];
         for (met, target, value) in lines {
             let _ = writeln!(out, "  {}  {target:<48} {value}", verdict(met));
+        }
+        if let Some(prepared) = self.prepared {
+            let get = self.ratio_to_health(Rpc::GetUser);
+            let deep = self
+                .phase(Rpc::ListFirstPage)
+                .zip(self.phase(Rpc::ListDeepPage))
+                .map(|(first, deep)| first.rate() / deep.rate().max(1e-9));
+            let size = prepared.seeded + 1;
+            let lines = [
+                (
+                    get.map(|r| r >= 0.50),
+                    format!("GetUser >= 50% of Health/Check ({size} users)"),
+                    percent(get),
+                ),
+                (
+                    deep.map(|cost| cost <= 1.5),
+                    "a deep ListUsers page <= 1.5x the first".to_owned(),
+                    deep.map_or_else(na, |cost| format!("{cost:.2}x")),
+                ),
+            ];
+            for (met, target, value) in lines {
+                let _ = writeln!(out, "  {}  {target:<48} {value}", verdict(met));
+            }
+            if let Some(timed) = self.timed {
+                for (met, target, value) in
+                    scale::targets(timed, args.invitations, args.deactivate.min(args.users))
+                {
+                    let _ = writeln!(out, "  {}  {target:<48} {value}", verdict(met));
+                }
+            }
         }
         out
     }

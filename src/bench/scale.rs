@@ -1,0 +1,374 @@
+//! The large-account part of `roster bench` (`--users N`): seeds an account through ImportUsers,
+//! then times what the UserService issue asks for at that size: GetUser and a deep ListUsers page
+//! (driven like the other RPCs, see [`super::Rpc`]), importing invitation rows, and deactivating
+//! users by a filter, with their sessions refused on the next call.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use tonic::{Request, transport::Channel};
+
+use super::{Fixture, PASSWORD};
+use crate::{
+    api::pb::{
+        self, auth_service_client::AuthServiceClient, user_service_client::UserServiceClient,
+    },
+    domain::passwords::hash_blocking,
+};
+
+/// Rows per ImportUsers call while seeding.
+const SEED_BATCH: u64 = 100_000;
+/// Bytes per message of an ImportUsers stream.
+const CHUNK_BYTES: usize = 1 << 20;
+/// Users whose ids GetUser cycles through: the users an account's admins keep looking at. The
+/// cache resists scans (a user read once does not push out users read often), so a set read
+/// only once per measurement would measure the database, not the cache.
+const WORKING_SET: usize = 2_000;
+/// Users of the deactivated group who log in first, to check that their sessions end.
+const SIGNED_IN: usize = 8;
+/// The role of the group the bench deactivates by a filter.
+const GROUP_ROLE: &str = "FINANCE";
+
+/// What the scale part prepared and timed before the driven RPCs.
+pub struct Prepared {
+    /// GetUser cycles through these.
+    pub user_ids: Vec<String>,
+    /// A page token deep in the account's default listing.
+    pub deep_page_token: String,
+    /// Where the deep page starts (users before it).
+    pub deep_position: u64,
+    pub seeded: u64,
+    pub seed_time: Duration,
+    /// One pass of GetUser over the working set, each user read for the first time.
+    pub first_reads: (u64, Duration),
+    /// Tokens of users of the group, to check after the deactivation.
+    signed_in: Vec<String>,
+}
+
+/// Timings of the one-shot operations.
+pub struct Timed {
+    pub deactivated: i64,
+    pub deactivate_time: Duration,
+    pub sessions_refused: (usize, usize),
+    pub invited: i64,
+    pub invite_time: Duration,
+}
+
+fn users(channel: &Channel) -> UserServiceClient<Channel> {
+    UserServiceClient::new(channel.clone())
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20)
+}
+
+/// `message` with the fixture's access token.
+pub(super) fn authed<T>(message: T, fixture: &Fixture) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", fixture.bearer.clone());
+    request
+}
+
+/// Imports `csv` in one ImportUsers call; the users created and the time the call took.
+async fn import(
+    channel: &Channel,
+    fixture: &Fixture,
+    csv: Vec<u8>,
+    suppress_emails: bool,
+) -> anyhow::Result<(i64, Duration)> {
+    let messages: Vec<pb::ImportUsersRequest> = csv
+        .chunks(CHUNK_BYTES)
+        .map(|chunk| pb::ImportUsersRequest {
+            suppress_emails,
+            csv_chunk: chunk.to_vec(),
+            ..Default::default()
+        })
+        .collect();
+    let started = Instant::now();
+    let report = users(channel)
+        .import_users(authed(tokio_stream::iter(messages), fixture))
+        .await
+        .context("ImportUsers")?
+        .into_inner();
+    let took = started.elapsed();
+    if report.invalid > 0 {
+        bail!("ImportUsers refused rows: {:?}", report.errors.first());
+    }
+    Ok((report.created, took))
+}
+
+fn email(index: u64) -> String {
+    format!("u{index:07}@scale.test")
+}
+
+/// Seeds `count` users (the first `group` of them with [`GROUP_ROLE`]) as a migration would: with
+/// an argon2 hash each and no mail, and then a few more of the group who log in.
+pub async fn prepare(
+    channel: &Channel,
+    fixture: &Fixture,
+    count: u64,
+    group: u64,
+) -> anyhow::Result<Prepared> {
+    let params = argon2::Params::new(64, 1, 1, None).map_err(|err| anyhow::anyhow!("{err}"))?;
+    let hash = hash_blocking(&params, PASSWORD)?;
+    let mut seeded = 0;
+    let mut seed_time = Duration::ZERO;
+    let mut next = 0u64;
+    while next < count {
+        let end = (next + SEED_BATCH).min(count);
+        let mut csv = String::from("email,first_name,last_name,roles,password_hash\n");
+        for index in next..end {
+            let role = if index < group { GROUP_ROLE } else { "REPORTS" };
+            csv.push_str(&format!(
+                "{},First{index},Last{index},{role},\"{hash}\"\n",
+                email(index)
+            ));
+        }
+        let (created, took) = import(channel, fixture, csv.into_bytes(), true).await?;
+        seeded += created as u64;
+        seed_time += took;
+        eprintln!(
+            "bench: seeded {seeded} of {count} users ({:.1} s for the last {})",
+            took.as_secs_f64(),
+            end - next
+        );
+        next = end;
+    }
+
+    // The working set of GetUser: the first users of the default listing.
+    let mut client = users(channel);
+    let mut user_ids = Vec::with_capacity(WORKING_SET);
+    let mut page_token = String::new();
+    while user_ids.len() < WORKING_SET {
+        let page = client
+            .list_users(authed(
+                pb::ListUsersRequest {
+                    page_size: (WORKING_SET - user_ids.len()).min(1000) as i32,
+                    page_token: page_token.clone(),
+                    ..Default::default()
+                },
+                fixture,
+            ))
+            .await
+            .context("ListUsers")?
+            .into_inner();
+        user_ids.extend(page.users.into_iter().map(|user| user.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+
+    // A page deep in the listing starts after a user found by email.
+    let deep_position = count * 9 / 10;
+    let deep_user = client
+        .list_users(authed(
+            pb::ListUsersRequest {
+                filter: Some(pb::UserFilter {
+                    query: email(deep_position),
+                    ..Default::default()
+                }),
+                page_size: 1,
+                ..Default::default()
+            },
+            fixture,
+        ))
+        .await
+        .context("ListUsers by email")?
+        .into_inner()
+        .users
+        .pop()
+        .context("the deep user was not found")?;
+    let deep_page_token = crate::api::default_listing_token_after(&deep_user.id)?;
+
+    // Each user of the working set read once: none of them is cached yet.
+    let started = Instant::now();
+    let reads =
+        futures::future::try_join_all(user_ids.chunks(user_ids.len().div_ceil(64).max(1)).map(
+            |ids| {
+                let mut client = client.clone();
+                async move {
+                    for id in ids {
+                        client
+                            .get_user(authed(
+                                pb::GetUserRequest {
+                                    user_id: id.clone(),
+                                },
+                                fixture,
+                            ))
+                            .await?;
+                    }
+                    Ok::<_, tonic::Status>(ids.len() as u64)
+                }
+            },
+        ))
+        .await
+        .context("GetUser")?;
+    let first_reads = (reads.iter().sum(), started.elapsed());
+
+    // A few more users of the group, created, activated and logged in, to check that the
+    // deactivation ends their sessions.
+    let mut auth = AuthServiceClient::new(channel.clone());
+    let mut signed_in = Vec::new();
+    for index in 0..SIGNED_IN {
+        let email = format!("s{index}@signed-in.test");
+        let created = client
+            .create_user(authed(
+                pb::CreateUserRequest {
+                    email: email.clone(),
+                    first_name: "Signed".into(),
+                    last_name: format!("In{index}"),
+                    roles: vec![GROUP_ROLE.into()],
+                    password: PASSWORD.into(),
+                    return_activation_token: true,
+                    ..Default::default()
+                },
+                fixture,
+            ))
+            .await
+            .context("CreateUser")?
+            .into_inner();
+        auth.activate_account(pb::ActivateAccountRequest {
+            token: created.activation_token,
+            password: String::new(),
+        })
+        .await
+        .context("ActivateAccount")?;
+        let session = auth
+            .login(pb::LoginRequest {
+                tenant: fixture.login.tenant.clone(),
+                login: email,
+                password: PASSWORD.into(),
+            })
+            .await
+            .context("Login of a group user")?
+            .into_inner();
+        signed_in.push(session.access_token);
+    }
+    Ok(Prepared {
+        user_ids,
+        deep_page_token,
+        deep_position,
+        seeded,
+        seed_time,
+        first_reads,
+        signed_in,
+    })
+}
+
+/// Deactivates the group by a role filter and imports `invitations` invitation rows (their
+/// emails queued), timing each; checks that the group's sessions are refused.
+pub async fn timed(
+    channel: &Channel,
+    fixture: &Fixture,
+    prepared: &Prepared,
+    invitations: u64,
+) -> anyhow::Result<Timed> {
+    let started = Instant::now();
+    let outcome = users(channel)
+        .bulk_update_users(authed(
+            pb::BulkUpdateUsersRequest {
+                selection: Some(pb::bulk_update_users_request::Selection::Filter(
+                    pb::UserFilter {
+                        roles: vec![GROUP_ROLE.into()],
+                        ..Default::default()
+                    },
+                )),
+                action: pb::BulkAction::Deactivate as i32,
+                ..Default::default()
+            },
+            fixture,
+        ))
+        .await
+        .context("BulkUpdateUsers")?
+        .into_inner();
+    let deactivate_time = started.elapsed();
+    let mut auth = AuthServiceClient::new(channel.clone());
+    let mut refused = 0;
+    for token in &prepared.signed_in {
+        let mut request = Request::new(pb::WhoAmIRequest {});
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse()?);
+        if auth.who_am_i(request).await.is_err() {
+            refused += 1;
+        }
+    }
+
+    let mut csv = String::from("email,first_name,last_name,roles\n");
+    for index in 0..invitations {
+        csv.push_str(&format!(
+            "i{index:07}@invited.test,Invited{index},Person{index},REPORTS\n"
+        ));
+    }
+    let (invited, invite_time) = import(channel, fixture, csv.into_bytes(), false).await?;
+    Ok(Timed {
+        deactivated: outcome.affected,
+        deactivate_time,
+        sessions_refused: (refused, prepared.signed_in.len()),
+        invited,
+        invite_time,
+    })
+}
+
+/// The seeding and one-shot lines of the report.
+pub fn render(prepared: &Prepared, timed: Option<&Timed>) -> String {
+    let mut out = String::new();
+    let rate = |count: f64, took: Duration| count / took.as_secs_f64().max(1e-9);
+    out.push_str(&format!(
+        "large account: {} users seeded by ImportUsers (argon2 hashes, no mail) in {:.1} s, {:.0} rows/s\n",
+        prepared.seeded,
+        prepared.seed_time.as_secs_f64(),
+        rate(prepared.seeded as f64, prepared.seed_time)
+    ));
+    let (reads, took) = prepared.first_reads;
+    out.push_str(&format!(
+        "GetUser, first read of each of {reads} users (not cached): {:.0} calls/s\n",
+        rate(reads as f64, took)
+    ));
+    out.push_str(&format!(
+        "GetUser below cycles through the same {reads} users (cached until a write)\n"
+    ));
+    if let Some(timed) = timed {
+        out.push_str(&format!(
+            "BulkUpdateUsers DEACTIVATE by a role filter: {} users in {:.2} s; sessions refused after it: {} of {}\n",
+            timed.deactivated,
+            timed.deactivate_time.as_secs_f64(),
+            timed.sessions_refused.0,
+            timed.sessions_refused.1
+        ));
+        out.push_str(&format!(
+            "ImportUsers of invitation rows (emails queued): {} users in {:.2} s\n",
+            timed.invited,
+            timed.invite_time.as_secs_f64()
+        ));
+    }
+    out
+}
+
+/// The one-shot targets: met, the target, the value.
+pub fn targets(
+    timed: &Timed,
+    invitations: u64,
+    deactivate: u64,
+) -> Vec<(Option<bool>, String, String)> {
+    let seconds = |took: Duration| format!("{:.2} s", took.as_secs_f64());
+    vec![
+        (
+            Some(
+                timed.invite_time <= Duration::from_secs(2) && timed.invited as u64 == invitations,
+            ),
+            format!("import {invitations} invitation rows <= 2 s"),
+            seconds(timed.invite_time),
+        ),
+        (
+            Some(
+                timed.deactivate_time <= Duration::from_secs(2)
+                    && timed.deactivated as u64 >= deactivate
+                    && timed.sessions_refused.0 == timed.sessions_refused.1,
+            ),
+            format!("deactivate {deactivate} users by a filter <= 2 s"),
+            seconds(timed.deactivate_time),
+        ),
+    ]
+}
