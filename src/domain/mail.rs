@@ -187,7 +187,7 @@ impl OutboxSender {
     /// Runs until `shutdown` turns true, waking on `wake` or every second.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         loop {
-            if let Err(err) = self.deliver_due().await {
+            if let Err(err) = self.deliver_due(&shutdown).await {
                 tracing::warn!(error = %err, "mail outbox pass failed");
             }
             tokio::select! {
@@ -201,9 +201,14 @@ impl OutboxSender {
         }
     }
 
-    async fn deliver_due(&self) -> Result<()> {
+    /// Sends what is due, a batch at a time; stops after the batch in hand at shutdown (a large
+    /// import queues 100,000 messages: the rest waits for the next start or another replica).
+    async fn deliver_due(&self, shutdown: &watch::Receiver<bool>) -> Result<()> {
         let db = self.store.db();
         loop {
+            if *shutdown.borrow() {
+                return Ok(());
+            }
             let now = self.clock.now();
             let due = store::outbox::due(db, now, self.max_attempts, 200).await?;
             if due.is_empty() {
