@@ -134,7 +134,7 @@ type HashJob = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 /// blocks of that size, 19 MiB of resident memory per hash in flight; a thread that stays on its
 /// core with its memory also runs each hash as fast as a bare argon2 loop does.
 struct HashWorkers {
-    jobs: Mutex<std::sync::mpsc::Sender<HashJob>>,
+    jobs: std::sync::mpsc::Sender<HashJob>,
 }
 
 impl HashWorkers {
@@ -168,15 +168,11 @@ impl HashWorkers {
                 })
                 .map_err(|err| Error::internal(format!("starting a hashing thread: {err}")))?;
         }
-        Ok(Self {
-            jobs: Mutex::new(jobs),
-        })
+        Ok(Self { jobs })
     }
 
     fn submit(&self, job: HashJob) -> Result<()> {
         self.jobs
-            .lock()
-            .map_err(|_| Error::internal("the hashing queue is poisoned"))?
             .send(job)
             .map_err(|_| Error::internal("the password hashing threads stopped"))
     }
