@@ -241,11 +241,15 @@ impl App {
                 store::users::set_status(&tx, tenant_id, &targets, UserStatus::Active, now).await?;
             }
             BulkAction::Deactivate => {
-                store::users::set_status(&tx, tenant_id, &targets, UserStatus::Inactive, now)
-                    .await?;
-                revoked = self
-                    .end_all_sessions(&tx, tenant_id, &targets, "user_deactivated")
-                    .await?;
+                revoked = store::users::deactivate(&tx, tenant_id, &targets, now).await?;
+                store::sessions::revoke_for_users(
+                    &tx,
+                    tenant_id,
+                    &targets,
+                    "user_deactivated",
+                    now,
+                )
+                .await?;
             }
             BulkAction::Delete => {
                 // One record per user, so lead-owning services can unassign each user's leads.

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, Value,
     sea_query::{Expr, ExprTrait},
 };
 
@@ -102,6 +102,39 @@ pub async fn enqueue_many(
     mails: &[(String, String, String)],
     now: DateTime<Utc>,
 ) -> Result<()> {
+    if db.get_database_backend() == DbBackend::Postgres {
+        // One array per column, as for users (see `users::insert_many`).
+        const MAILS: &str = r#"INSERT INTO outbox (id, tenant_id, recipient, subject, body,
+            attempts, next_attempt_at, created_at)
+            SELECT m.id, $1, m.recipient, m.subject, m.body, 0, $2, $2
+            FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[])
+                AS m(id, recipient, subject, body)"#;
+        for chunk in mails.chunks(20_000) {
+            let ids: Vec<uuid::Uuid> = chunk.iter().map(|_| uuid::Uuid::now_v7()).collect();
+            let mut columns: [Vec<String>; 3] = Default::default();
+            for (recipient, subject, body) in chunk {
+                columns[0].push(recipient.clone());
+                columns[1].push(subject.clone());
+                columns[2].push(body.clone());
+            }
+            let [recipients, subjects, bodies] = columns;
+            let values: [Value; 6] = [
+                tenant_id.map(|id| id.0).into(),
+                now.into(),
+                ids.into(),
+                recipients.into(),
+                subjects.into(),
+                bodies.into(),
+            ];
+            db.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                MAILS,
+                values,
+            ))
+            .await?;
+        }
+        return Ok(());
+    }
     for chunk in mails.chunks(2_000) {
         let rows = chunk
             .iter()

@@ -188,7 +188,11 @@ pub async fn revoke_for_users(
             .col_expr(session::Column::RevokedAt, Expr::value(now))
             .col_expr(session::Column::RevokedReason, Expr::value(reason))
             .filter(session::Column::TenantId.eq(tenant_id.0))
-            .filter(session::Column::UserId.is_in(chunk.iter().map(|id| id.0)))
+            .filter(super::one_of(
+                db,
+                session::Column::UserId,
+                chunk.iter().map(|id| id.0),
+            ))
             .filter(session::Column::RevokedAt.is_null())
             .exec(db)
             .await?
@@ -275,7 +279,11 @@ pub async fn revoke_many(
             .col_expr(session::Column::RevokedAt, Expr::value(now))
             .col_expr(session::Column::RevokedReason, Expr::value(reason))
             .filter(session::Column::TenantId.eq(tenant_id.0))
-            .filter(session::Column::Id.is_in(chunk.iter().map(|id| id.0)))
+            .filter(super::one_of(
+                db,
+                session::Column::Id,
+                chunk.iter().map(|id| id.0),
+            ))
             .filter(session::Column::RevokedAt.is_null())
             .exec(db)
             .await?

@@ -214,7 +214,11 @@ pub async fn members_among(
             .column(team_member::Column::UserId)
             .filter(team_member::Column::TenantId.eq(tenant_id.0))
             .filter(team_member::Column::TeamId.eq(team.0))
-            .filter(team_member::Column::UserId.is_in(chunk.iter().map(|id| id.0)))
+            .filter(super::one_of(
+                db,
+                team_member::Column::UserId,
+                chunk.iter().map(|id| id.0),
+            ))
             .into_tuple()
             .all(db)
             .await?;
@@ -259,7 +263,11 @@ pub async fn remove_members(
         removed += team_member::Entity::delete_many()
             .filter(team_member::Column::TenantId.eq(tenant_id.0))
             .filter(team_member::Column::TeamId.eq(team.0))
-            .filter(team_member::Column::UserId.is_in(chunk.iter().map(|id| id.0)))
+            .filter(super::one_of(
+                db,
+                team_member::Column::UserId,
+                chunk.iter().map(|id| id.0),
+            ))
             .exec(db)
             .await?
             .rows_affected;
@@ -329,7 +337,11 @@ pub async fn memberships_of(
     for chunk in users.chunks(CHUNK) {
         let rows = team_member::Entity::find()
             .filter(team_member::Column::TenantId.eq(tenant_id.0))
-            .filter(team_member::Column::UserId.is_in(chunk.iter().copied()))
+            .filter(super::one_of(
+                db,
+                team_member::Column::UserId,
+                chunk.iter().copied(),
+            ))
             .all(db)
             .await?;
         if rows.is_empty() {

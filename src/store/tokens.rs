@@ -1,7 +1,10 @@
 //! Single-use tokens mailed to users (activation, invitation, password reset). Only hashes are stored.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, DbBackend, EntityTrait, QueryFilter, Statement, Value,
+    sea_query::Expr,
+};
 
 use super::{Conn, entity::action_token};
 use crate::model::{Result, TenantId, UserId};
@@ -104,6 +107,36 @@ pub async fn insert_many(
     now: DateTime<Utc>,
     expires_at: DateTime<Utc>,
 ) -> Result<()> {
+    if db.get_database_backend() == DbBackend::Postgres {
+        // One array per column, as for users (see `users::insert_many`).
+        const TOKENS: &str = r#"INSERT INTO action_tokens (id, tenant_id, user_id, purpose,
+            token_hash, created_at, expires_at)
+            SELECT t.id, $1, t.user_id, t.purpose, t.token_hash, $2, $3
+            FROM unnest($4::uuid[], $5::uuid[], $6::text[], $7::text[])
+                AS t(id, user_id, purpose, token_hash)"#;
+        for chunk in tokens.chunks(20_000) {
+            let ids: Vec<uuid::Uuid> = chunk.iter().map(|_| uuid::Uuid::now_v7()).collect();
+            let users: Vec<uuid::Uuid> = chunk.iter().map(|token| token.user_id.0).collect();
+            let purposes: Vec<String> = chunk.iter().map(|t| t.purpose.to_owned()).collect();
+            let hashes: Vec<String> = chunk.iter().map(|t| t.token_hash.clone()).collect();
+            let values: [Value; 7] = [
+                tenant_id.0.into(),
+                now.into(),
+                expires_at.into(),
+                ids.into(),
+                users.into(),
+                purposes.into(),
+                hashes.into(),
+            ];
+            db.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                TOKENS,
+                values,
+            ))
+            .await?;
+        }
+        return Ok(());
+    }
     for chunk in tokens.chunks(2_000) {
         let rows = chunk.iter().map(|token| action_token::ActiveModel {
             id: Set(uuid::Uuid::now_v7()),
