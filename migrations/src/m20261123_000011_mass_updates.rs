@@ -4,7 +4,8 @@
 //! can do that in place, without a new entry in each of the table's indexes (a HOT update), only
 //! when no indexed column changes and the row's page has room for the new version. So the status
 //! index goes (a status filter walks the account's id index instead, which is in the order the
-//! listing pages through anyway) and users' pages are filled to 60% at insert time.
+//! listing pages through anyway) and users' pages are filled to half at insert time, so that a
+//! mass update of every row of a page still fits in it.
 
 use sea_orm_migration::{prelude::*, sea_orm::DbBackend};
 
@@ -25,7 +26,7 @@ impl MigrationTrait for Migration {
         if manager.get_database_backend() == DbBackend::Postgres {
             manager
                 .get_connection()
-                .execute_unprepared("ALTER TABLE users SET (fillfactor = 60)")
+                .execute_unprepared("ALTER TABLE users SET (fillfactor = 50)")
                 .await?;
         }
         Ok(())

@@ -20,7 +20,7 @@ use crate::{
         Result, SessionId, Tenant, TenantId, TenantRef, User, UserId, UserStatus, Username,
         slug_from_name,
     },
-    store::{self, sessions::SessionRecord},
+    store::{self, Touched, sessions::SessionRecord},
 };
 
 /// Purposes of mailed single-use tokens.
@@ -304,7 +304,9 @@ impl App {
             ),
         )
         .await?;
-        self.store.commit(tx).await?;
+        self.store
+            .commit_touching(tx, Touched::Users(found.tenant_id, vec![found.user_id]))
+            .await?;
         store::users::get(self.store.db(), found.tenant_id, found.user_id)
             .await?
             .ok_or(Error::NotFound("user"))
@@ -439,7 +441,9 @@ impl App {
                 .with_details(json!({ "session_id": tokens.session_id.to_string() })),
         )
         .await?;
-        self.store.commit(tx).await?;
+        self.store
+            .commit_touching(tx, Touched::Users(user.tenant_id, vec![user.id]))
+            .await?;
         Ok(LoginOutcome::Session(SessionTokens {
             user: User {
                 last_login_at: Some(now),
@@ -555,7 +559,9 @@ impl App {
             .with_details(json!({ "session_id": session_id.to_string() })),
         )
         .await?;
-        self.store.commit(tx).await?;
+        self.store
+            .commit_touching(tx, Touched::Users(user.tenant_id, vec![user.id]))
+            .await?;
         let grant = self.grant(&user, session_id, generation).await?;
         let (access_token, access_token_expires_at) = self.tokens.issue(&grant, now);
         Ok(SessionTokens {
@@ -596,7 +602,9 @@ impl App {
             .with_details(json!({ "session_id": session.id.to_string() })),
         )
         .await?;
-        self.store.commit(tx).await?;
+        self.store
+            .commit_touching(tx, Touched::Users(session.tenant_id, vec![session.user_id]))
+            .await?;
         self.tokens.revocations().revoke_session(session.id, now);
         tracing::warn!(tenant_id = %session.tenant_id, session_id = %session.id, "refresh token reused; session ended");
         Ok(())
@@ -627,7 +635,12 @@ impl App {
             .with_details(json!({ "session_id": principal.session_id.to_string() })),
         )
         .await?;
-        self.store.commit(tx).await?;
+        self.store
+            .commit_touching(
+                tx,
+                Touched::Users(principal.tenant_id, vec![principal.user_id]),
+            )
+            .await?;
         self.tokens
             .revocations()
             .revoke_session(principal.session_id, now);

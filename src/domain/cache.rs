@@ -2,11 +2,12 @@
 //! every page load makes (WhoAmI, GetUser).
 //!
 //! Entries carry the [`WriteEpoch`](crate::store::WriteEpoch) they were read at and are served
-//! only while it has not moved: any write committed on this replica moves it at its commit, and
-//! one committed on another replica moves it when its activity announcement arrives (PostgreSQL
-//! NOTIFY, within milliseconds). So a read after a write never sees the older state here, and
-//! on another replica sees it no longer than a notification takes. Writes are rare next to these
-//! reads; a burst of them only costs misses.
+//! only while no write since touched them: any write committed on this replica moves the epoch at
+//! its commit, saying what it touched (a sign-in touches only its user; a write that does not say
+//! touches everything), and one committed on another replica moves it when its activity
+//! announcement arrives (PostgreSQL NOTIFY, within milliseconds; it touches that account). So a
+//! read after a write never sees the older state here, and on another replica sees it no longer
+//! than a notification takes, while the sign-ins of other users leave an entry alone.
 
 use std::sync::Arc;
 
@@ -50,12 +51,25 @@ impl<K: Eq + std::hash::Hash + Clone, V> EpochCache<K, V> {
         }
     }
 
-    /// The value read at `epoch`, if it is still kept.
-    fn fresh(&self, key: &K, epoch: u64) -> Option<Arc<V>> {
-        self.entries
-            .get(key)
-            .filter(|hit| hit.epoch == epoch)
-            .map(|hit| hit.value)
+    /// The value kept for `key`, if it was read at `epoch` or `untouched_since` says that no
+    /// write since it was read changed it (it is then stamped `epoch`, to look no further back
+    /// next time).
+    fn fresh(&self, key: &K, epoch: u64, untouched_since: impl Fn(u64) -> bool) -> Option<Arc<V>> {
+        let hit = self.entries.get(key)?;
+        if hit.epoch == epoch {
+            return Some(hit.value);
+        }
+        if !untouched_since(hit.epoch) {
+            return None;
+        }
+        self.entries.insert(
+            key.clone(),
+            Stamped {
+                epoch,
+                value: hit.value.clone(),
+            },
+        );
+        Some(hit.value)
     }
 
     /// Keeps what a read started at `epoch` found (`None`: nothing, which is not kept).
@@ -112,9 +126,12 @@ impl App {
         user_id: UserId,
     ) -> Result<Option<Arc<User>>> {
         // Read the epoch first: a write committed while the query runs moves it past this one.
-        let epoch = self.store.writes().current();
+        let writes = self.store.writes();
+        let epoch = writes.current();
         let key = (tenant_id, user_id);
-        if let Some(hit) = self.cache.users.fresh(&key, epoch) {
+        let untouched =
+            |read_at| writes.untouched_between(read_at, epoch, tenant_id, Some(user_id));
+        if let Some(hit) = self.cache.users.fresh(&key, epoch, untouched) {
             return Ok(Some(hit));
         }
         let found = store::users::get(self.store.db(), tenant_id, user_id).await?;
@@ -123,8 +140,10 @@ impl App {
 
     /// An account, from the cache when nothing was written since it was read.
     pub(crate) async fn cached_tenant(&self, tenant_id: TenantId) -> Result<Option<Arc<Tenant>>> {
-        let epoch = self.store.writes().current();
-        if let Some(hit) = self.cache.tenants.fresh(&tenant_id, epoch) {
+        let writes = self.store.writes();
+        let epoch = writes.current();
+        let untouched = |read_at| writes.untouched_between(read_at, epoch, tenant_id, None);
+        if let Some(hit) = self.cache.tenants.fresh(&tenant_id, epoch, untouched) {
             return Ok(Some(hit));
         }
         let found = store::tenants::get(self.store.db(), tenant_id).await?;

@@ -21,9 +21,9 @@ use super::{
     tokens::{CurrentGrant, RevocationEvent, Revocations},
 };
 use crate::{
-    model::{Result, SessionId, UserId},
+    model::{ActivityRecord, Result, SessionId, UserId},
     store::{
-        self, Store,
+        self, Store, Touched,
         activity::Announcement,
         notify::{self, Listener, Notification},
     },
@@ -260,16 +260,18 @@ async fn listen(app: App, mut listener: Listener, origin: Uuid, mut stop: watch:
         };
         match received {
             Ok(Some(Notification { channel, payload })) => {
-                // Every state change announces an activity record (and role changes a grant)
-                // at its commit, so either one tells this replica's caches that the database
-                // has moved on.
-                app.store.writes().advance();
-                if channel == notify::REVOCATION_CHANNEL {
-                    for event in decode(origin, &payload) {
-                        revocations.apply(event);
-                    }
-                } else if channel == notify::ACTIVITY_CHANNEL {
+                // Every state change announces an activity record at its commit (and some a
+                // revocation), so either one tells this replica's caches that the database has
+                // moved on; an activity record also says for whom.
+                if channel == notify::ACTIVITY_CHANNEL {
                     deliver(&app, &payload).await;
+                } else {
+                    app.store.writes().advance();
+                    if channel == notify::REVOCATION_CHANNEL {
+                        for event in decode(origin, &payload) {
+                            revocations.apply(event);
+                        }
+                    }
                 }
             }
             Ok(None) => {
@@ -308,18 +310,40 @@ async fn deliver(app: &App, payload: &str) {
         Ok(Announcement::Record(record)) => record,
         Ok(Announcement::Reference(id)) => match store::activity::get(app.store.db(), id).await {
             Ok(Some(record)) => record,
-            Ok(None) => return,
+            Ok(None) => return app.store.writes().advance(),
             Err(err) => {
                 tracing::warn!(error = %err, "reading an announced activity record failed");
-                return;
+                return app.store.writes().advance();
             }
         },
         Err(err) => {
             tracing::warn!(error = %err, "unreadable activity notification");
-            return;
+            return app.store.writes().advance();
         }
     };
+    app.store.writes().advance_touching(touched_by(&record));
     app.feed.publish(Arc::new(record));
+}
+
+/// Actions whose transaction changes nothing but their target user (their row, sessions and
+/// tokens): a sign-in elsewhere leaves the cached rest of the account alone.
+const USER_ONLY_ACTIONS: &[&str] = &[
+    "auth.login",
+    "auth.session_refreshed",
+    "auth.refresh_token_reused",
+    "auth.logout",
+    "user.created",
+    "user.activated",
+];
+
+/// What the change an activity record announces may have touched.
+fn touched_by(record: &ActivityRecord) -> Touched {
+    match record.target_id {
+        Some(target) if USER_ONLY_ACTIONS.contains(&record.action.as_str()) => {
+            Touched::Users(record.tenant_id, vec![UserId(target)])
+        }
+        _ => Touched::Tenant(record.tenant_id),
+    }
 }
 
 /// The in-process feed on SQLite: tails the activity table after each write (and every second,

@@ -18,7 +18,7 @@ use crate::{
         Password, PersonName, PhoneNumber, Principal, ProfileSecrets, Result, SipSettings,
         TenantId, TimeZone, User, UserId, UserPageRequest, UserStatus, Username,
     },
-    store::{self, users::NewUser},
+    store::{self, Touched, users::NewUser},
 };
 
 /// A parsed CreateUser request.
@@ -276,7 +276,9 @@ impl App {
             .with_details(json!({ "roles": user.roles, "invited": purpose == PURPOSE_INVITATION })),
         )
         .await?;
-        self.store.commit(tx).await?;
+        self.store
+            .commit_touching(tx, Touched::Users(user.tenant_id, vec![user.id]))
+            .await?;
         self.mail_queued();
         Ok((user, request.return_activation_token.then_some(token)))
     }

@@ -183,7 +183,7 @@ pub async fn revoke_for_users(
     now: DateTime<Utc>,
 ) -> Result<u64> {
     let mut ended = 0;
-    for chunk in users.chunks(super::users::CHUNK) {
+    for chunk in users.chunks(super::ids_per_statement(db)) {
         ended += session::Entity::update_many()
             .col_expr(session::Column::RevokedAt, Expr::value(now))
             .col_expr(session::Column::RevokedReason, Expr::value(reason))
