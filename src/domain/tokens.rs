@@ -263,10 +263,25 @@ impl Revocations {
 /// Issues and verifies access tokens.
 #[derive(Clone)]
 pub struct TokenIssuer {
-    key: Arc<Vec<u8>>,
+    /// HMAC state keyed once: keying hashes the key's two pads, on every call otherwise.
+    keyed: HmacSha256,
     access_ttl: Duration,
     revocations: Arc<Revocations>,
+    /// What verifying a token's signature and reading its claims gave, by the token's exact
+    /// text: services validate the same token many times during its short life. Only what
+    /// verified is kept, and expiry and revocation are still checked on every call.
+    verified: Arc<quick_cache::sync::Cache<String, Arc<Verified>>>,
 }
+
+/// A token whose signature checked out, as read.
+struct Verified {
+    principal: Principal,
+    generation: i64,
+    networks: Option<Vec<IpNet>>,
+}
+
+/// Tokens remembered as verified, per replica.
+const VERIFIED_TOKENS: usize = 4_096;
 
 impl std::fmt::Debug for TokenIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -303,9 +318,11 @@ impl TokenIssuer {
             return Err(Error::internal("token signing key shorter than 32 bytes"));
         }
         Ok(Self {
-            key: Arc::new(key),
+            keyed: HmacSha256::new_from_slice(&key)
+                .unwrap_or_else(|_| unreachable!("hmac takes any key length")),
             access_ttl,
             revocations,
+            verified: Arc::new(quick_cache::sync::Cache::new(VERIFIED_TOKENS)),
         })
     }
 
@@ -329,9 +346,7 @@ impl TokenIssuer {
     }
 
     fn mac(&self) -> HmacSha256 {
-        // HMAC accepts keys of any length, so this cannot fail.
-        HmacSha256::new_from_slice(&self.key)
-            .unwrap_or_else(|_| unreachable!("hmac takes any key length"))
+        self.keyed.clone()
     }
 
     /// Signs an access token for `grant`, valid from `now` for the access TTL.
@@ -385,45 +400,24 @@ impl TokenIssuer {
     }
 
     fn decode(&self, token: &str, now: DateTime<Utc>) -> Result<(Principal, Option<Vec<IpNet>>)> {
-        let invalid = || Error::unauthenticated("INVALID_TOKEN", "the access token is invalid");
-        let (signed, signature) = token.rsplit_once('.').ok_or_else(invalid)?;
-        let (prefix, payload) = signed.split_once('.').ok_or_else(invalid)?;
-        if prefix != ACCESS_PREFIX {
-            return Err(invalid());
-        }
-        let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| invalid())?;
-        let mut mac = self.mac();
-        mac.update(signed.as_bytes());
-        // Constant-time comparison.
-        mac.verify_slice(&signature).map_err(|_| invalid())?;
-        let claims: Claims = URL_SAFE_NO_PAD
-            .decode(payload)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .ok_or_else(invalid)?;
-        let issued_at = DateTime::from_timestamp_millis(claims.iat).ok_or_else(invalid)?;
-        let expires_at = DateTime::from_timestamp_millis(claims.exp).ok_or_else(invalid)?;
-        if expires_at <= now {
+        let verified = match self.verified.get(token) {
+            Some(verified) => verified,
+            None => {
+                let verified = Arc::new(self.verify_signature(token)?);
+                self.verified.insert(token.to_owned(), verified.clone());
+                verified
+            }
+        };
+        if verified.principal.expires_at <= now {
             return Err(Error::unauthenticated(
                 "TOKEN_EXPIRED",
                 "the access token has expired",
             ));
         }
-        let mut principal = Principal {
-            tenant_id: TenantId(claims.t),
-            user_id: UserId(claims.u),
-            session_id: SessionId(claims.s),
-            roles: claims.r,
-            permissions: claims.p.names().ok_or_else(invalid)?,
-            is_owner: claims.o,
-            password_change_required: claims.pcr,
-            two_factor_enrollment_required: claims.tfr,
-            issued_at,
-            expires_at,
-        };
+        let mut principal = verified.principal.clone();
         if self
             .revocations
-            .refuses(principal.session_id, principal.user_id, claims.g)
+            .refuses(principal.session_id, principal.user_id, verified.generation)
         {
             return Err(Error::unauthenticated(
                 "SESSION_REVOKED",
@@ -441,7 +435,44 @@ impl TokenIssuer {
             principal.permissions = current.permissions;
             principal.is_owner = current.is_owner;
         }
-        Ok((principal, claims.n))
+        Ok((principal, verified.networks.clone()))
+    }
+
+    /// Checks a token's signature (in constant time) and reads its claims.
+    fn verify_signature(&self, token: &str) -> Result<Verified> {
+        let invalid = || Error::unauthenticated("INVALID_TOKEN", "the access token is invalid");
+        let (signed, signature) = token.rsplit_once('.').ok_or_else(invalid)?;
+        let (prefix, payload) = signed.split_once('.').ok_or_else(invalid)?;
+        if prefix != ACCESS_PREFIX {
+            return Err(invalid());
+        }
+        let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| invalid())?;
+        let mut mac = self.mac();
+        mac.update(signed.as_bytes());
+        mac.verify_slice(&signature).map_err(|_| invalid())?;
+        let claims: Claims = URL_SAFE_NO_PAD
+            .decode(payload)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or_else(invalid)?;
+        let issued_at = DateTime::from_timestamp_millis(claims.iat).ok_or_else(invalid)?;
+        let expires_at = DateTime::from_timestamp_millis(claims.exp).ok_or_else(invalid)?;
+        Ok(Verified {
+            principal: Principal {
+                tenant_id: TenantId(claims.t),
+                user_id: UserId(claims.u),
+                session_id: SessionId(claims.s),
+                roles: claims.r,
+                permissions: claims.p.names().ok_or_else(invalid)?,
+                is_owner: claims.o,
+                password_change_required: claims.pcr,
+                two_factor_enrollment_required: claims.tfr,
+                issued_at,
+                expires_at,
+            },
+            generation: claims.g,
+            networks: claims.n,
+        })
     }
 }
 
