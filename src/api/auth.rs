@@ -279,7 +279,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
         let response = match verified {
             Ok(principal) => pb::ValidateTokenResponse {
                 valid: true,
-                principal: Some((&principal).into()),
+                principal: Some(principal.into()),
             },
             Err(_) => pb::ValidateTokenResponse {
                 valid: false,

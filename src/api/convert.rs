@@ -175,14 +175,14 @@ impl From<Tenant> for pb::Tenant {
     }
 }
 
-impl From<&Principal> for pb::Principal {
-    fn from(principal: &Principal) -> Self {
+impl From<Principal> for pb::Principal {
+    fn from(principal: Principal) -> Self {
         Self {
             tenant_id: principal.tenant_id.to_string(),
             user_id: principal.user_id.to_string(),
             session_id: principal.session_id.to_string(),
-            roles: principal.roles.clone(),
-            permissions: principal.permissions.clone(),
+            roles: principal.roles,
+            permissions: principal.permissions,
             is_owner: principal.is_owner,
             expires_at: Some(timestamp(principal.expires_at)),
         }
