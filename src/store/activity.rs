@@ -106,9 +106,15 @@ pub async fn targets_since(
     action: &str,
     since: DateTime<Utc>,
 ) -> Result<Vec<uuid::Uuid>> {
+    // Record ids are UUIDv7, ordered by their time: the smallest id of `since`'s millisecond
+    // bounds a range of the primary key, so this reads the recent records only and not the
+    // whole trail (it runs at start and at every revocation catch-up).
+    let millis = u64::try_from(since.timestamp_millis()).unwrap_or(0);
+    let first_id = uuid::Builder::from_unix_timestamp_millis(millis, &[0; 10]).into_uuid();
     let targets: Vec<Option<uuid::Uuid>> = activity::Entity::find()
         .select_only()
         .column(activity::Column::TargetId)
+        .filter(activity::Column::Id.gte(first_id))
         .filter(activity::Column::Action.eq(action))
         .filter(activity::Column::CreatedAt.gt(since))
         .into_tuple()

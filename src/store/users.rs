@@ -1028,6 +1028,10 @@ pub async fn set_status(
 /// Deactivates users and revokes every access token they hold, in one statement per chunk: the
 /// status change and the token-generation bump are one row version, which PostgreSQL writes in
 /// place (see the `mass_updates` migration). Returns each user's new token generation.
+///
+/// `tokens_valid_after` stays as it is (it is indexed, which would stop the in-place write): the
+/// caller ends the users' sessions in the same transaction, and every access token belongs to a
+/// session, so the sessions' revocation is what a restart reloads.
 pub async fn deactivate(
     db: &impl Conn,
     tenant_id: TenantId,
@@ -1044,7 +1048,6 @@ pub async fn deactivate(
                 user::Column::TokenGeneration,
                 Expr::col(user::Column::TokenGeneration).add(1),
             )
-            .value(user::Column::TokensValidAfter, now)
             .and_where(user::Column::TenantId.eq(tenant_id.0))
             .and_where(super::one_of(
                 db,

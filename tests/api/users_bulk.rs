@@ -468,6 +468,44 @@ async fn a_dry_run_mass_action_counts_and_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_ended_by_a_mass_deactivation_stay_refused_after_a_restart() {
+    let app = spawn_app().await;
+    let c = crowd(&app).await;
+    let response = bulk(
+        &app,
+        c.acme.token(),
+        request(
+            by_filter(pb::UserFilter {
+                roles: roles(&["ORDERS"]),
+                ..Default::default()
+            }),
+            pb::BulkAction::Deactivate,
+            &[],
+            false,
+        ),
+    )
+    .await
+    .expect("deactivate");
+    assert_eq!(response.affected, 2);
+
+    let app = app.restart().await;
+    for session in &c.plain[..2] {
+        assert!(
+            !accepted(&app, &session.access_token).await,
+            "{} after the restart",
+            session.email
+        );
+    }
+    for session in &c.plain[2..] {
+        assert!(
+            accepted(&app, &session.access_token).await,
+            "{} after the restart",
+            session.email
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mass_deactivation_by_filter_refuses_the_deactivated_users_tokens_at_once() {
     let app = spawn_app().await;
     let c = crowd(&app).await;
