@@ -7,7 +7,7 @@ use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, Condition, DbBackend, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
     QuerySelect, Statement, Value,
-    sea_query::{Expr, ExprTrait, Func, LikeExpr, Query},
+    sea_query::{Expr, ExprTrait, Func, LikeExpr, Query, SimpleExpr},
 };
 
 use super::{
@@ -1038,16 +1038,38 @@ pub async fn deactivate(
     ids: &[UserId],
     now: DateTime<Utc>,
 ) -> Result<Vec<(UserId, i64)>> {
+    bump_generations(
+        db,
+        tenant_id,
+        ids,
+        [
+            (
+                user::Column::Status,
+                Expr::value(UserStatus::Inactive.as_str()),
+            ),
+            (user::Column::UpdatedAt, Expr::value(now)),
+        ],
+    )
+    .await
+}
+
+/// Bumps the users' token generation and sets `also` on their rows, in one
+/// `UPDATE ... RETURNING` per chunk; returns each user's new generation.
+async fn bump_generations<const N: usize>(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    ids: &[UserId],
+    also: [(user::Column, SimpleExpr); N],
+) -> Result<Vec<(UserId, i64)>> {
     let mut bumped = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(super::ids_per_statement(db)) {
         let statement = Query::update()
             .table(user::Entity)
-            .value(user::Column::Status, UserStatus::Inactive.as_str())
-            .value(user::Column::UpdatedAt, now)
             .value(
                 user::Column::TokenGeneration,
                 Expr::col(user::Column::TokenGeneration).add(1),
             )
+            .values(also.clone())
             .and_where(user::Column::TenantId.eq(tenant_id.0))
             .and_where(super::one_of(
                 db,
@@ -1114,40 +1136,13 @@ pub async fn bump_token_generation(
     ids: &[UserId],
     now: DateTime<Utc>,
 ) -> Result<Vec<(UserId, i64)>> {
-    let mut bumped = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(CHUNK) {
-        let scope = || {
-            Condition::all()
-                .add(user::Column::TenantId.eq(tenant_id.0))
-                .add(super::one_of(
-                    db,
-                    user::Column::Id,
-                    chunk.iter().map(|id| id.0),
-                ))
-        };
-        user::Entity::update_many()
-            .col_expr(
-                user::Column::TokenGeneration,
-                Expr::col(user::Column::TokenGeneration).add(1),
-            )
-            .col_expr(user::Column::TokensValidAfter, Expr::value(now))
-            .filter(scope())
-            .exec(db)
-            .await?;
-        let rows: Vec<(uuid::Uuid, i64)> = user::Entity::find()
-            .select_only()
-            .column(user::Column::Id)
-            .column(user::Column::TokenGeneration)
-            .filter(scope())
-            .into_tuple()
-            .all(db)
-            .await?;
-        bumped.extend(
-            rows.into_iter()
-                .map(|(id, generation)| (UserId(id), generation)),
-        );
-    }
-    Ok(bumped)
+    bump_generations(
+        db,
+        tenant_id,
+        ids,
+        [(user::Column::TokensValidAfter, Expr::value(now))],
+    )
+    .await
 }
 
 /// Users whose tokens were revoked after `since`, with their current generation, to seed the
