@@ -90,6 +90,19 @@ impl App {
         session_id: SessionId,
         token_generation: i64,
     ) -> Result<Grant> {
+        let enrollment_required = self.two_factor_enrollment_required(user).await?;
+        self.grant_with(user, session_id, token_generation, enrollment_required)
+            .await
+    }
+
+    /// [`App::grant`] when the caller knows already whether two-factor enrolment is required.
+    async fn grant_with(
+        &self,
+        user: &User,
+        session_id: SessionId,
+        token_generation: i64,
+        two_factor_enrollment_required: bool,
+    ) -> Result<Grant> {
         Ok(Grant {
             tenant_id: user.tenant_id,
             user_id: user.id,
@@ -106,7 +119,7 @@ impl App {
                 .as_ref()
                 .filter(|profile| profile.extended_ip_acl)
                 .map(|profile| profile.allowed_networks.clone()),
-            two_factor_enrollment_required: self.two_factor_enrollment_required(user).await?,
+            two_factor_enrollment_required,
         })
     }
 
@@ -133,6 +146,7 @@ impl App {
             slug,
             name: request.account_name,
             owner_user_id: None,
+            require_two_factor: false,
             created_at: now,
         };
         store::tenants::insert(&tx, &tenant).await?;
@@ -324,13 +338,16 @@ impl App {
         client: &ClientInfo,
     ) -> Result<LoginOutcome> {
         let db = self.store.db();
-        let found = match store::tenants::find(db, tenant).await? {
-            Some(tenant) => store::users::find_by_login(db, tenant.id, login).await?,
+        let account = store::tenants::find(db, tenant).await?;
+        let found = match &account {
+            Some(account) => store::users::find_by_login(db, account, login)
+                .await?
+                .map(|credentials| (account, credentials)),
             None => None,
         };
-        let stored_hash = found.as_ref().and_then(|c| c.password_hash.as_deref());
+        let stored_hash = found.as_ref().and_then(|(_, c)| c.password_hash.as_deref());
         let verification = self.passwords.verify(password, stored_hash).await?;
-        let Some(credentials) = found else {
+        let Some((account, credentials)) = found else {
             let now = self.clock.now();
             let locked = self.guard.unknown_locked(tenant, login, now)
                 || self.guard.fail_unknown(
@@ -397,14 +414,17 @@ impl App {
             .await?;
             return Err(ip_not_allowed());
         }
-        self.clear_failures(&user).await?;
+        let flags = store::lockouts::sign_in_flags(db, user.tenant_id, user.id).await?;
+        if flags.failures {
+            store::lockouts::clear(db, user.tenant_id, user.id).await?;
+        }
         let rehash = if verification.needs_rehash {
             Some(self.passwords.hash(password).await?)
         } else {
             None
         };
         let now = self.clock.now();
-        if self.has_two_factor(&user).await? {
+        if flags.two_factor {
             if let Some(hash) = &rehash {
                 store::users::set_password_hash(
                     db,
@@ -434,7 +454,11 @@ impl App {
             .await?;
         }
         store::users::set_last_login(&tx, user.tenant_id, user.id, now).await?;
-        let tokens = self.open_session(&tx, &user, generation, client).await?;
+        // Without a second factor of their own, the account's requirement means enrolling first.
+        let enrollment_required = account.require_two_factor;
+        let tokens = self
+            .open_session(&tx, &user, generation, enrollment_required, client)
+            .await?;
         self.record(
             &tx,
             NewActivity::on_user(user.tenant_id, Some(user.id), "auth.login", user.id, client)
@@ -458,6 +482,7 @@ impl App {
         tx: &store::Tx,
         user: &User,
         generation: i64,
+        two_factor_enrollment_required: bool,
         client: &ClientInfo,
     ) -> Result<SessionTokens> {
         let now = self.clock.now();
@@ -476,7 +501,9 @@ impl App {
             revoked_at: None,
         };
         store::sessions::insert(tx, &record).await?;
-        let grant = self.grant(user, session_id, generation).await?;
+        let grant = self
+            .grant_with(user, session_id, generation, two_factor_enrollment_required)
+            .await?;
         let (access_token, access_token_expires_at) = self.tokens.issue(&grant, now);
         Ok(SessionTokens {
             access_token,

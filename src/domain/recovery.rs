@@ -38,7 +38,7 @@ impl App {
             return Ok(());
         };
         let login = Login::parse("email", email.as_str())?;
-        let Some(credentials) = store::users::find_by_login(db, tenant.id, &login).await? else {
+        let Some(credentials) = store::users::find_by_login(db, &tenant, &login).await? else {
             return Ok(());
         };
         let user = credentials.user;

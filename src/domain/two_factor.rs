@@ -800,7 +800,10 @@ impl App {
             return Err(invalid_challenge());
         }
         store::users::set_last_login(&tx, user.tenant_id, user.id, now).await?;
-        let tokens = self.open_session(&tx, &user, generation, client).await?;
+        let enrollment_required = self.two_factor_enrollment_required(&user).await?;
+        let tokens = self
+            .open_session(&tx, &user, generation, enrollment_required, client)
+            .await?;
         self.record(
             &tx,
             NewActivity::on_user(user.tenant_id, Some(user.id), "auth.login", user.id, client)

@@ -9,6 +9,8 @@ pub struct Tenant {
     pub slug: String,
     pub name: AccountName,
     pub owner_user_id: Option<UserId>,
+    /// Every user must enrol in two-factor authentication.
+    pub require_two_factor: bool,
     pub created_at: DateTime<Utc>,
 }
 

@@ -4,11 +4,14 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, EntityTrait, QueryFilter,
-    sea_query::{Expr, ExprTrait, OnConflict},
+    sea_query::{Expr, ExprTrait, OnConflict, Query},
 };
 
-use super::{Conn, entity::user_lockout};
-use crate::model::{Result, TenantId, UserId};
+use super::{
+    Conn,
+    entity::{two_factor, user_lockout},
+};
+use crate::model::{Error, Result, TenantId, UserId};
 
 /// A user's failed attempts since the last success.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -28,6 +31,54 @@ pub async fn get(db: &impl Conn, tenant_id: TenantId, user_id: UserId) -> Result
             locked_until: row.locked_until,
         })
         .unwrap_or_default())
+}
+
+/// What a sign-in with the right password still has to look at, read in one statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignInFlags {
+    /// Failed attempts (or a lock) are on record, to be forgotten after a success.
+    pub failures: bool,
+    /// The user has confirmed two-factor authentication.
+    pub two_factor: bool,
+}
+
+/// The [`SignInFlags`] of a user: one round trip instead of one per table, because a sign-in's
+/// own work (besides the hash) is mostly round trips.
+pub async fn sign_in_flags(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    user_id: UserId,
+) -> Result<SignInFlags> {
+    let failures = Query::select()
+        .expr(Expr::val(1))
+        .from(user_lockout::Entity)
+        .and_where(user_lockout::Column::TenantId.eq(tenant_id.0))
+        .and_where(user_lockout::Column::UserId.eq(user_id.0))
+        .and_where(
+            user_lockout::Column::FailedAttempts
+                .gt(0)
+                .or(user_lockout::Column::LockedUntil.is_not_null()),
+        )
+        .to_owned();
+    let enrolled = Query::select()
+        .expr(Expr::val(1))
+        .from(two_factor::Entity)
+        .and_where(two_factor::Column::TenantId.eq(tenant_id.0))
+        .and_where(two_factor::Column::UserId.eq(user_id.0))
+        .and_where(two_factor::Column::ConfirmedAt.is_not_null())
+        .to_owned();
+    let statement = Query::select()
+        .expr_as(Expr::exists(failures), "failures")
+        .expr_as(Expr::exists(enrolled), "two_factor")
+        .to_owned();
+    let row = db
+        .query_one(&statement)
+        .await?
+        .ok_or_else(|| Error::internal("a SELECT without FROM returned no row"))?;
+    Ok(SignInFlags {
+        failures: row.try_get("", "failures")?,
+        two_factor: row.try_get("", "two_factor")?,
+    })
 }
 
 /// Counts one failed attempt (one statement, safe against concurrent failures) and returns the

@@ -11,6 +11,7 @@ fn to_model(row: tenant::Model) -> Result<Tenant> {
         slug: row.slug,
         name: AccountName::parse("name", &row.name)?,
         owner_user_id: row.owner_user_id.map(UserId),
+        require_two_factor: row.require_two_factor,
         created_at: row.created_at,
     })
 }
@@ -22,7 +23,7 @@ pub async fn insert(db: &impl Conn, tenant: &Tenant) -> Result<()> {
         slug: Set(tenant.slug.clone()),
         name: Set(tenant.name.as_str().to_owned()),
         owner_user_id: Set(tenant.owner_user_id.map(|id| id.0)),
-        require_two_factor: Set(false),
+        require_two_factor: Set(tenant.require_two_factor),
         created_at: Set(tenant.created_at),
     })
     .exec_without_returning(db)

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::model::{
     DialerProfile, Email, Error, Login, MatchMode, Membership, PersonName, ProfileSecrets, Result,
-    TenantId, User, UserCursor, UserFilter, UserId, UserOrder, UserPageRequest, UserStatus,
+    Tenant, TenantId, User, UserCursor, UserFilter, UserId, UserOrder, UserPageRequest, UserStatus,
     Username, builtin_role,
 };
 
@@ -195,13 +195,23 @@ async fn complete_many(
     if rows.is_empty() {
         return Ok(Vec::new());
     }
+    let owner = owner_of(db, tenant_id).await?;
+    complete_with_owner(db, tenant_id, rows, owner).await
+}
+
+/// [`complete_many`] when the account's owner is known already.
+async fn complete_with_owner(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    rows: Vec<user::Model>,
+    owner: Option<UserId>,
+) -> Result<Vec<Credentials>> {
     let ids: Vec<uuid::Uuid> = rows.iter().map(|row| row.id).collect();
     let mut roles = roles_of_many(db, tenant_id, &ids).await?;
     let mut tags = tags_of_many(db, tenant_id, &ids).await?;
     let mut memberships = super::teams::memberships_of(db, tenant_id, &ids).await?;
     let keys: HashSet<&String> = roles.values().flatten().collect();
     let admin_keys = admin_grade_keys(db, tenant_id, &keys).await?;
-    let owner = owner_of(db, tenant_id).await?;
     rows.into_iter()
         .map(|row| {
             let user_roles = roles.remove(&row.id).unwrap_or_default();
@@ -674,9 +684,10 @@ pub async fn get_credentials(
 /// Finds the user a login names: an email match wins over a username match.
 pub async fn find_by_login(
     db: &impl Conn,
-    tenant_id: TenantId,
+    tenant: &Tenant,
     login: &Login,
 ) -> Result<Option<Credentials>> {
+    let tenant_id = tenant.id;
     let mut rows = user::Entity::find()
         .filter(user::Column::TenantId.eq(tenant_id.0))
         .filter(
@@ -695,7 +706,11 @@ pub async fn find_by_login(
         return Ok(None);
     }
     let row = rows.swap_remove(chosen);
-    Ok(complete_many(db, tenant_id, vec![row]).await?.pop())
+    Ok(
+        complete_with_owner(db, tenant_id, vec![row], tenant.owner_user_id)
+            .await?
+            .pop(),
+    )
 }
 
 fn escape_like(text: &str) -> String {
