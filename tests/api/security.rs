@@ -658,6 +658,17 @@ async fn an_account_that_requires_two_factor_lets_unenrolled_users_only_enrol() 
 
 // --------------------------------------------------------------------- lockout and unlock
 
+/// Two logins with a wrong password, each refused as INVALID_CREDENTIALS (not locked yet).
+async fn two_wrong_passwords(app: &TestApp, tenant: &str, login: &str) {
+    for _ in 0..2 {
+        expect_reason(
+            app.login(tenant, login, "Wrong-Passw0rd").await,
+            Code::Unauthenticated,
+            "INVALID_CREDENTIALS",
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_logins_lock_a_user_until_an_admin_unlocks_them() {
     let app = spawn_app_with(&[("lockout-threshold", "3")]).await;
@@ -667,14 +678,7 @@ async fn failed_logins_lock_a_user_until_an_admin_unlocks_them() {
         .await
         .unwrap()
         .access_token;
-    for _ in 0..2 {
-        expect_reason(
-            app.login(&account.tenant_slug, "bob@acme.test", "Wrong-Passw0rd")
-                .await,
-            Code::Unauthenticated,
-            "INVALID_CREDENTIALS",
-        );
-    }
+    two_wrong_passwords(&app, &account.tenant_slug, "bob@acme.test").await;
     expect_reason(
         app.login(&account.tenant_slug, "bob@acme.test", "Wrong-Passw0rd")
             .await,
@@ -707,24 +711,10 @@ async fn failed_logins_lock_a_user_until_an_admin_unlocks_them() {
     );
     assert!(login(&app, &account, "bob@acme.test").await.is_ok());
     // The count starts again after the unlock.
-    for _ in 0..2 {
-        expect_reason(
-            app.login(&account.tenant_slug, "bob@acme.test", "Wrong-Passw0rd")
-                .await,
-            Code::Unauthenticated,
-            "INVALID_CREDENTIALS",
-        );
-    }
+    two_wrong_passwords(&app, &account.tenant_slug, "bob@acme.test").await;
     assert!(login(&app, &account, "bob@acme.test").await.is_ok());
     // That success forgot the two failures: two more still leave Bob below the threshold.
-    for _ in 0..2 {
-        expect_reason(
-            app.login(&account.tenant_slug, "bob@acme.test", "Wrong-Passw0rd")
-                .await,
-            Code::Unauthenticated,
-            "INVALID_CREDENTIALS",
-        );
-    }
+    two_wrong_passwords(&app, &account.tenant_slug, "bob@acme.test").await;
     assert!(login(&app, &account, "bob@acme.test").await.is_ok());
     let trail: Vec<String> = list_activity(
         &app,
