@@ -9,6 +9,10 @@ use roster::{
     server, telemetry,
 };
 
+/// jemalloc: see the note beside the dependency in Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "roster",
