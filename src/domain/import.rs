@@ -19,8 +19,8 @@ use super::{
 use crate::{
     model::{
         ClientInfo, DialerProfile, Email, Error, Language, NewActivity, Password, PersonName,
-        PhoneNumber, Principal, Result, RoleDef, RoleScope, TimeZone, User, UserId, UserStatus,
-        Username, builtin_roles, normalize_role_keys,
+        PhoneNumber, Principal, Result, RoleDef, RoleScope, TenantId, TimeZone, User, UserId,
+        UserStatus, Username, builtin_roles, normalize_role_keys,
     },
     store::{self, tokens::NewActionToken, users::NewUser},
 };
@@ -113,45 +113,22 @@ impl App {
         );
         let mut rows = parse(principal, &known_roles, csv, now, &mut report, &mut errors)?;
 
-        // Logins already taken in the account.
-        let emails: Vec<String> = rows
-            .iter()
-            .map(|row| row.user.email.as_str().to_owned())
-            .collect();
-        let usernames: Vec<String> = rows
-            .iter()
-            .map(|row| row.user.username.as_str().to_owned())
-            .collect();
-        let (taken_emails, taken_usernames) =
-            store::users::taken_logins(self.store.db(), principal.tenant_id, &emails, &usernames)
-                .await?;
-        rows.retain(|row| {
-            let (column, taken) = if taken_emails.contains(row.user.email.as_str()) {
-                ("email", true)
-            } else if taken_usernames.contains(row.user.username.as_str()) {
-                ("username", true)
-            } else {
-                ("", false)
-            };
-            if taken {
-                errors.push(ImportError {
-                    line: row.line,
-                    column: column.into(),
-                    message: format!("{column} is already taken in this account"),
-                });
-            }
-            !taken
-        });
-
-        let mut bad_lines: Vec<u64> = errors.iter().map(|e| e.line).collect();
-        bad_lines.sort_unstable();
-        bad_lines.dedup();
-        report.invalid = bad_lines.len() as u64;
-        errors.sort_by_key(|e| e.line);
-        errors.truncate(MAX_REPORTED_ERRORS);
-        report.errors = errors;
-        if options.dry_run || (report.invalid > 0 && !options.skip_invalid_rows) || rows.is_empty()
-        {
+        // An import that will write lets the unique indexes tell which logins are taken, as it
+        // inserts (one pass over the rows instead of a lookup and then an insert); one that will
+        // not (a dry run, or bad rows not to be skipped) asks, to report every problem at once.
+        let writes = !options.dry_run && (errors.is_empty() || options.skip_invalid_rows);
+        if !writes {
+            let taken = self.taken_logins(principal.tenant_id, &rows).await?;
+            rows.retain(|row| match taken.get(&row.line) {
+                Some(error) => {
+                    errors.push(error.clone());
+                    false
+                }
+                None => true,
+            });
+        }
+        report.set_errors(errors.clone());
+        if !writes || rows.is_empty() {
             return Ok(report);
         }
 
@@ -163,16 +140,66 @@ impl App {
             }
         }))
         .await?;
+        let lines: Vec<u64> = rows.iter().map(|row| row.line).collect();
+        let new_users: Vec<NewUser> = rows
+            .into_iter()
+            .zip(hashes)
+            .map(|(row, password_hash)| NewUser {
+                user: row.user,
+                password_hash,
+                secrets: Default::default(),
+            })
+            .collect();
 
-        let tenant = store::tenants::get(self.store.db(), principal.tenant_id)
+        let tx = self.store.begin().await?;
+        let inserted = store::users::insert_many(&tx, principal.tenant_id, &new_users).await?;
+        if inserted.len() < new_users.len() {
+            let skipped: Vec<Row> = lines
+                .iter()
+                .zip(&new_users)
+                .filter(|(_, new)| !inserted.contains(&new.user.id))
+                .map(|(line, new)| Row {
+                    line: *line,
+                    user: new.user.clone(),
+                    password: None,
+                    password_hash: None,
+                })
+                .collect();
+            let taken = self
+                .taken_logins_in(&tx, principal.tenant_id, &skipped)
+                .await?;
+            errors.extend(skipped.iter().map(|row| {
+                taken
+                    .get(&row.line)
+                    .cloned()
+                    .unwrap_or_else(|| ImportError {
+                        line: row.line,
+                        column: "email".into(),
+                        message: "email is already taken in this account".into(),
+                    })
+            }));
+            report.set_errors(errors);
+            if !options.skip_invalid_rows {
+                // Nothing is written: the transaction rolls back when dropped.
+                return Ok(report);
+            }
+        }
+        let new_users: Vec<NewUser> = new_users
+            .into_iter()
+            .filter(|new| inserted.contains(&new.user.id))
+            .collect();
+        if new_users.is_empty() {
+            return Ok(report);
+        }
+
+        let tenant = store::tenants::get(&tx, principal.tenant_id)
             .await?
             .ok_or(Error::NotFound("account"))?;
         let ttl = self.policies.activation_ttl;
-        let mut new_users = Vec::with_capacity(rows.len());
-        let mut new_tokens = Vec::with_capacity(rows.len());
+        let mut new_tokens = Vec::with_capacity(new_users.len());
         let mut mails = Vec::new();
-        for (row, password_hash) in rows.into_iter().zip(hashes) {
-            let purpose = if password_hash.is_some() {
+        for new in &new_users {
+            let purpose = if new.password_hash.is_some() {
                 PURPOSE_ACTIVATION
             } else {
                 PURPOSE_INVITATION
@@ -182,26 +209,18 @@ impl App {
                 let mail = activation_mail(
                     &self.link("activate", &token),
                     &tenant,
-                    &row.user,
+                    &new.user,
                     purpose,
                     ttl.num_hours().max(1),
                 );
                 mails.push((mail.to, mail.subject, mail.body));
             }
             new_tokens.push(NewActionToken {
-                user_id: row.user.id,
+                user_id: new.user.id,
                 purpose,
                 token_hash: tokens::token_hash(&token),
             });
-            new_users.push(NewUser {
-                user: row.user,
-                password_hash,
-                secrets: Default::default(),
-            });
         }
-
-        let tx = self.store.begin().await?;
-        store::users::insert_many(&tx, principal.tenant_id, &new_users).await?;
         store::tokens::insert_many(&tx, principal.tenant_id, &new_tokens, now, now + ttl).await?;
         store::outbox::enqueue_many(&tx, Some(principal.tenant_id), &mails, now).await?;
         report.created = new_users.len() as u64;
@@ -222,6 +241,70 @@ impl App {
         self.mail_queued();
         tracing::info!(tenant_id = %principal.tenant_id, created = report.created, "users imported");
         Ok(report)
+    }
+}
+
+impl ImportReport {
+    /// Records the problems found: the lines they are on count as invalid, and the first
+    /// [`MAX_REPORTED_ERRORS`] are reported, in line order.
+    fn set_errors(&mut self, mut errors: Vec<ImportError>) {
+        let mut bad_lines: Vec<u64> = errors.iter().map(|e| e.line).collect();
+        bad_lines.sort_unstable();
+        bad_lines.dedup();
+        self.invalid = bad_lines.len() as u64;
+        errors.sort_by_key(|e| e.line);
+        errors.truncate(MAX_REPORTED_ERRORS);
+        self.errors = errors;
+    }
+}
+
+impl App {
+    /// The rows whose email or username is taken in the account, by line, with the error to report.
+    async fn taken_logins(
+        &self,
+        tenant_id: TenantId,
+        rows: &[Row],
+    ) -> Result<HashMap<u64, ImportError>> {
+        self.taken_logins_in(self.store.db(), tenant_id, rows).await
+    }
+
+    /// [`App::taken_logins`] on `db` (inside a transaction, the logins it has just taken count).
+    async fn taken_logins_in(
+        &self,
+        db: &impl store::Conn,
+        tenant_id: TenantId,
+        rows: &[Row],
+    ) -> Result<HashMap<u64, ImportError>> {
+        let emails: Vec<String> = rows
+            .iter()
+            .map(|row| row.user.email.as_str().to_owned())
+            .collect();
+        let usernames: Vec<String> = rows
+            .iter()
+            .map(|row| row.user.username.as_str().to_owned())
+            .collect();
+        let (taken_emails, taken_usernames) =
+            store::users::taken_logins(db, tenant_id, &emails, &usernames).await?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                let column = if taken_emails.contains(row.user.email.as_str()) {
+                    "email"
+                } else if taken_usernames.contains(row.user.username.as_str()) {
+                    "username"
+                } else {
+                    return None;
+                };
+                Some((
+                    row.line,
+                    ImportError {
+                        line: row.line,
+                        column: column.into(),
+                        message: format!("{column} is already taken in this account"),
+                    },
+                ))
+            })
+            .collect())
     }
 }
 

@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, Condition, DbBackend, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Statement, Value,
-    sea_query::{Expr, ExprTrait, Func, LikeExpr, Query, SimpleExpr},
+    QuerySelect, QueryTrait, Statement, Value,
+    sea_query::{Expr, ExprTrait, Func, LikeExpr, OnConflict, Query, SimpleExpr},
 };
 
 use super::{
@@ -433,21 +433,35 @@ pub async fn insert(db: &impl Conn, new: &NewUser) -> Result<()> {
     Ok(())
 }
 
-/// Inserts many users of one account with multi-row statements (an import).
-pub async fn insert_many(db: &impl Conn, tenant_id: TenantId, users: &[NewUser]) -> Result<()> {
+/// Inserts many users of one account with multi-row statements (an import), skipping those whose
+/// email or username is taken in the account; returns the ids of the users inserted. The unique
+/// indexes decide (`ON CONFLICT DO NOTHING`), so no query before can go stale, and a row taken
+/// meanwhile by a concurrent call is skipped rather than failing the whole import.
+pub async fn insert_many(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    users: &[NewUser],
+) -> Result<HashSet<UserId>> {
     if db.get_database_backend() == DbBackend::Postgres
         && users.iter().all(|new| new.user.last_login_at.is_none())
     {
         return insert_many_postgres(db, tenant_id, users).await;
     }
+    let mut inserted = HashSet::with_capacity(users.len());
     // 17 columns a row: 1,000 rows stay far below every bind-parameter limit.
     for chunk in users.chunks(1_000) {
         let rows = chunk.iter().map(active_model).collect::<Result<Vec<_>>>()?;
-        user::Entity::insert_many(rows)
-            .exec_without_returning(db)
-            .await?;
+        let statement = user::Entity::insert_many(rows)
+            .into_query()
+            .on_conflict(OnConflict::new().do_nothing().to_owned())
+            .returning(Query::returning().column(user::Column::Id))
+            .to_owned();
+        for row in db.query_all(&statement).await? {
+            inserted.insert(UserId(row.try_get("", "id")?));
+        }
         let roles: Vec<user_role::ActiveModel> = chunk
             .iter()
+            .filter(|new| inserted.contains(&new.user.id))
             .flat_map(|new| {
                 new.user
                     .roles
@@ -465,7 +479,7 @@ pub async fn insert_many(db: &impl Conn, tenant_id: TenantId, users: &[NewUser])
                 .await?;
         }
     }
-    Ok(())
+    Ok(inserted)
 }
 
 /// [`insert_many`] on PostgreSQL: one array per column, unnested into rows by the server, so a
@@ -475,7 +489,7 @@ async fn insert_many_postgres(
     db: &impl Conn,
     tenant_id: TenantId,
     users: &[NewUser],
-) -> Result<()> {
+) -> Result<HashSet<UserId>> {
     // Arrays carry no NULL here: an absent text is '' and NULLIF turns it back.
     const USERS: &str = r#"INSERT INTO users (id, tenant_id, email, username, first_name,
         last_name, status, password_hash, password_change_required, created_at, updated_at,
@@ -487,9 +501,12 @@ async fn insert_many_postgres(
             $8::text[], $9::bool[], $10::timestamptz[], $11::timestamptz[], $12::text[],
             $13::text[], $14::text[])
             AS u(id, email, username, first_name, last_name, status, password_hash,
-                change_required, created_at, updated_at, profile, caldav, pbx)"#;
+                change_required, created_at, updated_at, profile, caldav, pbx)
+        ON CONFLICT DO NOTHING
+        RETURNING id"#;
     const ROLES: &str = r#"INSERT INTO user_roles (tenant_id, user_id, role)
         SELECT $1, r.user_id, r.role FROM unnest($2::uuid[], $3::text[]) AS r(user_id, role)"#;
+    let mut inserted = HashSet::with_capacity(users.len());
     for chunk in users.chunks(20_000) {
         let mut columns: [Vec<String>; 9] = Default::default();
         let mut ids = Vec::with_capacity(chunk.len());
@@ -549,12 +566,26 @@ async fn insert_many_postgres(
             updated_at.into(),
         ]);
         values.extend([profile, caldav, pbx].map(Value::from));
-        db.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            USERS,
-            values,
-        ))
-        .await?;
+        let rows = db
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                USERS,
+                values,
+            ))
+            .await?;
+        let before = inserted.len();
+        for row in rows {
+            inserted.insert(UserId(row.try_get_by_index::<uuid::Uuid>(0)?));
+        }
+        if inserted.len() - before < chunk.len() {
+            // Some logins were taken: only the users inserted get their roles.
+            let (users, keys): (Vec<_>, Vec<_>) = role_users
+                .into_iter()
+                .zip(role_keys)
+                .filter(|(user, _)| inserted.contains(&UserId(*user)))
+                .unzip();
+            (role_users, role_keys) = (users, keys);
+        }
         if !role_users.is_empty() {
             db.execute_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
@@ -564,7 +595,7 @@ async fn insert_many_postgres(
             .await?;
         }
     }
-    Ok(())
+    Ok(inserted)
 }
 
 /// Replaces a user's account roles.

@@ -290,6 +290,68 @@ new4@acme.test,new4,REPORTS
     assert_eq!((report.created, report.invalid), (0, 6));
 }
 
+/// A file without a bad row still meets logins taken in the account: the insert finds them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_whose_rows_are_good_but_taken_writes_nothing_or_only_the_free_ones() {
+    let app = spawn_app().await;
+    let acme = org(&app, "Acme", "ann@acme.test").await;
+    pending(&app, acme.token(), "bob@acme.test", &["REPORTS"]).await;
+    let mut existing = crate::users_support::new_user("carl@acme.test", &["REPORTS"]);
+    existing.username = "carl".to_owned();
+    crate::users_support::create(&app, acme.token(), existing)
+        .await
+        .expect("create carl");
+    let csv = "\
+email,username,roles
+free1@acme.test,free1,ORDERS
+bob@acme.test,bobby,ORDERS
+free2@acme.test,carl,ORDERS
+free3@acme.test,free3,ORDERS
+";
+    let before = count(&app, acme.token()).await;
+    let report = import(&app, acme.token(), csv, 30, ImportOptions::default())
+        .await
+        .expect("import");
+    assert_eq!((report.rows, report.created, report.invalid), (4, 0, 2));
+    assert_eq!(
+        import_errors(&report),
+        errors(&[(3, "email"), (4, "username")])
+    );
+    assert_eq!(count(&app, acme.token()).await, before, "nothing written");
+
+    let report = import(
+        &app,
+        acme.token(),
+        csv,
+        30,
+        ImportOptions {
+            skip_invalid_rows: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("import");
+    assert_eq!((report.created, report.invalid), (2, 2));
+    assert_eq!(
+        import_errors(&report),
+        errors(&[(3, "email"), (4, "username")])
+    );
+    let orders = pb::UserFilter {
+        roles: roles(&["ORDERS"]),
+        ..Default::default()
+    };
+    assert_eq!(
+        emails(&app, acme.token(), orders).await,
+        vec!["free1@acme.test", "free3@acme.test"],
+        "only the users inserted got their roles"
+    );
+    // They were invited; Bob (created without a mail), whose row was skipped, was not.
+    for email in ["free1@acme.test", "free3@acme.test"] {
+        assert!(!token_from_mail(&app.latest_mail_to(email).await).is_empty());
+    }
+    assert!(app.mails_to_now("bob@acme.test").is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_importing_an_admin_row_gets_an_error_for_that_row() {
     let app = spawn_app().await;
