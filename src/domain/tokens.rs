@@ -493,10 +493,7 @@ pub fn random_secret() -> String {
 
 /// The stored form of a secret token: SHA-256, hex. Tokens are random, so no salt is needed.
 pub fn token_hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    format!("{:x}", Sha256::digest(token.as_bytes()))
 }
 
 impl TokenIssuer {
@@ -555,6 +552,14 @@ mod tests {
 
     fn issuer() -> TokenIssuer {
         TokenIssuer::new(vec![7; 32], Duration::minutes(15), Arc::default()).unwrap()
+    }
+
+    #[test]
+    fn a_token_hash_is_the_lower_case_hex_sha256_that_stored_hashes_use() {
+        assert_eq!(
+            token_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     fn grant() -> Grant {

@@ -238,11 +238,7 @@ fn backup_code_hash(key: &[u8; 32], tenant_id: TenantId, user_id: UserId, code: 
     mac.update(tenant_id.0.as_bytes());
     mac.update(user_id.0.as_bytes());
     mac.update(code.as_bytes());
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    format!("{:x}", mac.finalize().into_bytes())
 }
 
 /// How a second factor was given.
