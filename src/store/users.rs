@@ -7,17 +7,17 @@ use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, Condition, DbBackend, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
     QuerySelect, QueryTrait, Statement, Value,
-    sea_query::{Expr, ExprTrait, Func, LikeExpr, OnConflict, Query, SimpleExpr},
+    sea_query::{Expr, ExprTrait, Func, LikeExpr, OnConflict, Query, SimpleExpr, UnionType},
 };
 
 use super::{
     Conn,
-    entity::{team_member, tenant, user, user_role, user_tag},
+    entity::{team, team_member, tenant, user, user_role, user_tag},
 };
 use crate::model::{
     DialerProfile, Email, Error, Login, MatchMode, Membership, PersonName, ProfileSecrets, Result,
-    Tenant, TenantId, User, UserCursor, UserFilter, UserId, UserOrder, UserPageRequest, UserStatus,
-    Username, builtin_role,
+    TeamId, TeamKind, TeamRole, Tenant, TenantId, User, UserCursor, UserFilter, UserId, UserOrder,
+    UserPageRequest, UserStatus, Username, builtin_role,
 };
 
 /// Largest number of ids bound in one statement (well under SQLite's 32,766 parameters).
@@ -133,31 +133,143 @@ async fn owner_of(db: &impl Conn, tenant_id: TenantId) -> Result<Option<UserId>>
         .map(UserId))
 }
 
-/// Tags of many users of one account.
-async fn tags_of_many(
+/// The roles, tags and team memberships of many users of one account.
+#[derive(Default)]
+struct Related {
+    roles: HashMap<uuid::Uuid, Vec<String>>,
+    tags: HashMap<uuid::Uuid, Vec<String>>,
+    memberships: HashMap<uuid::Uuid, Vec<Membership>>,
+}
+
+/// [`Related`] in one statement per chunk of users, a UNION ALL over the three tables (the
+/// memberships joined to their teams): a cold read of a user, a page of users and a sign-in are
+/// mostly round trips, and this saves two or three of each.
+async fn related_of_many(
     db: &impl Conn,
     tenant_id: TenantId,
     ids: &[uuid::Uuid],
-) -> Result<HashMap<uuid::Uuid, Vec<String>>> {
-    let mut tags: HashMap<uuid::Uuid, Vec<String>> = HashMap::new();
+) -> Result<Related> {
+    // Typed NULLs: PostgreSQL types each column of a UNION pairwise, and two untyped NULLs
+    // would make it text before it meets the memberships' uuid and timestamp.
+    let null = |sql_type: &str| Expr::cust(format!("CAST(NULL AS {sql_type})"));
+    let mut related = Related::default();
     for chunk in ids.chunks(CHUNK) {
-        let rows = user_tag::Entity::find()
-            .filter(user_tag::Column::TenantId.eq(tenant_id.0))
-            .filter(super::one_of(
+        let roles = Query::select()
+            .expr_as(
+                Expr::col((user_role::Entity, user_role::Column::UserId)),
+                "user_id",
+            )
+            .expr_as(Expr::cust("'role'"), "kind")
+            .expr_as(
+                Expr::col((user_role::Entity, user_role::Column::Role)),
+                "name",
+            )
+            .expr_as(null("uuid"), "team_id")
+            .expr_as(null("text"), "team_name")
+            .expr_as(null("text"), "team_kind")
+            .expr_as(null("timestamptz"), "added_at")
+            .from(user_role::Entity)
+            .and_where(Expr::col((user_role::Entity, user_role::Column::TenantId)).eq(tenant_id.0))
+            .and_where(super::one_of(
+                db,
+                user_role::Column::UserId,
+                chunk.iter().copied(),
+            ))
+            .to_owned();
+        let tags = Query::select()
+            .expr(Expr::col((user_tag::Entity, user_tag::Column::UserId)))
+            .expr(Expr::cust("'tag'"))
+            .expr(Expr::col((user_tag::Entity, user_tag::Column::Tag)))
+            .exprs([
+                null("uuid"),
+                null("text"),
+                null("text"),
+                null("timestamptz"),
+            ])
+            .from(user_tag::Entity)
+            .and_where(Expr::col((user_tag::Entity, user_tag::Column::TenantId)).eq(tenant_id.0))
+            .and_where(super::one_of(
                 db,
                 user_tag::Column::UserId,
                 chunk.iter().copied(),
             ))
-            .all(db)
-            .await?;
-        for row in rows {
-            tags.entry(row.user_id).or_default().push(row.tag);
+            .to_owned();
+        let memberships = Query::select()
+            .expr(Expr::col((
+                team_member::Entity,
+                team_member::Column::UserId,
+            )))
+            .expr(Expr::cust("'team'"))
+            .expr(Expr::col((team_member::Entity, team_member::Column::Role)))
+            .expr(Expr::col((
+                team_member::Entity,
+                team_member::Column::TeamId,
+            )))
+            .expr(Expr::col((team::Entity, team::Column::Name)))
+            .expr(Expr::col((team::Entity, team::Column::Kind)))
+            .expr(Expr::col((
+                team_member::Entity,
+                team_member::Column::AddedAt,
+            )))
+            .from(team_member::Entity)
+            .inner_join(
+                team::Entity,
+                Expr::col((team::Entity, team::Column::TenantId))
+                    .equals((team_member::Entity, team_member::Column::TenantId))
+                    .and(
+                        Expr::col((team::Entity, team::Column::Id))
+                            .equals((team_member::Entity, team_member::Column::TeamId)),
+                    ),
+            )
+            .and_where(
+                Expr::col((team_member::Entity, team_member::Column::TenantId)).eq(tenant_id.0),
+            )
+            .and_where(super::one_of(
+                db,
+                team_member::Column::UserId,
+                chunk.iter().copied(),
+            ))
+            .to_owned();
+        let statement = roles
+            .to_owned()
+            .union(UnionType::All, tags)
+            .union(UnionType::All, memberships)
+            .to_owned();
+        for row in db.query_all(&statement).await? {
+            let user_id: uuid::Uuid = row.try_get("", "user_id")?;
+            let kind: String = row.try_get("", "kind")?;
+            let name: String = row.try_get("", "name")?;
+            match kind.as_str() {
+                "role" => related.roles.entry(user_id).or_default().push(name),
+                "tag" => related.tags.entry(user_id).or_default().push(name),
+                _ => {
+                    let team_id: uuid::Uuid = row.try_get("", "team_id")?;
+                    let team_name: String = row.try_get("", "team_name")?;
+                    let team_kind: String = row.try_get("", "team_kind")?;
+                    let added_at: DateTime<Utc> = row.try_get("", "added_at")?;
+                    related
+                        .memberships
+                        .entry(user_id)
+                        .or_default()
+                        .push(Membership {
+                            team_id: TeamId(team_id),
+                            team_name,
+                            team_kind: TeamKind::from_stored(&team_kind)?,
+                            user_id: UserId(user_id),
+                            role: TeamRole::from_stored(&name)?,
+                            added_at,
+                        });
+                }
+            }
         }
     }
-    for list in tags.values_mut() {
+    for list in related.roles.values_mut().chain(related.tags.values_mut()) {
         list.sort();
     }
-    Ok(tags)
+    for list in related.memberships.values_mut() {
+        list.sort_by(|a, b| a.team_name.cmp(&b.team_name));
+    }
+    Ok(related)
 }
 
 /// Role keys that make their holders admins: Admin, and custom roles with admin permissions.
@@ -207,9 +319,11 @@ async fn complete_with_owner(
     owner: Option<UserId>,
 ) -> Result<Vec<Credentials>> {
     let ids: Vec<uuid::Uuid> = rows.iter().map(|row| row.id).collect();
-    let mut roles = roles_of_many(db, tenant_id, &ids).await?;
-    let mut tags = tags_of_many(db, tenant_id, &ids).await?;
-    let mut memberships = super::teams::memberships_of(db, tenant_id, &ids).await?;
+    let Related {
+        mut roles,
+        mut tags,
+        mut memberships,
+    } = related_of_many(db, tenant_id, &ids).await?;
     let keys: HashSet<&String> = roles.values().flatten().collect();
     let admin_keys = admin_grade_keys(db, tenant_id, &keys).await?;
     rows.into_iter()
