@@ -232,16 +232,22 @@ async fn an_imported_bcrypt_hash_logs_the_user_in_with_their_old_password_after_
     login(&app, &acme, "old@acme.test", "Legacy-Passw0rd").await;
 }
 
+/// Acme, where bob@acme.test (pending) and carl@acme.test (username `carl`) exist already.
+async fn acme_with_bob_and_carl(app: &TestApp) -> Org {
+    let acme = org(app, "Acme", "ann@acme.test").await;
+    pending(app, acme.token(), "bob@acme.test", &["REPORTS"]).await;
+    let mut existing = crate::users_support::new_user("carl@acme.test", &["REPORTS"]);
+    existing.username = "carl".to_owned();
+    crate::users_support::create(app, acme.token(), existing)
+        .await
+        .expect("create carl");
+    acme
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_reports_duplicates_within_the_file_and_against_existing_users() {
     let app = spawn_app().await;
-    let acme = org(&app, "Acme", "ann@acme.test").await;
-    pending(&app, acme.token(), "bob@acme.test", &["REPORTS"]).await;
-    let mut existing = crate::users_support::new_user("carl@acme.test", &["REPORTS"]);
-    existing.username = "carl".to_owned();
-    crate::users_support::create(&app, acme.token(), existing)
-        .await
-        .expect("create carl");
+    let acme = acme_with_bob_and_carl(&app).await;
     let csv = "\
 email,username,roles
 new1@acme.test,new1,REPORTS
@@ -294,13 +300,7 @@ new4@acme.test,new4,REPORTS
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_whose_rows_are_good_but_taken_writes_nothing_or_only_the_free_ones() {
     let app = spawn_app().await;
-    let acme = org(&app, "Acme", "ann@acme.test").await;
-    pending(&app, acme.token(), "bob@acme.test", &["REPORTS"]).await;
-    let mut existing = crate::users_support::new_user("carl@acme.test", &["REPORTS"]);
-    existing.username = "carl".to_owned();
-    crate::users_support::create(&app, acme.token(), existing)
-        .await
-        .expect("create carl");
+    let acme = acme_with_bob_and_carl(&app).await;
     let csv = "\
 email,username,roles
 free1@acme.test,free1,ORDERS
