@@ -118,7 +118,10 @@ impl App {
         // not (a dry run, or bad rows not to be skipped) asks, to report every problem at once.
         let writes = !options.dry_run && (errors.is_empty() || options.skip_invalid_rows);
         if !writes {
-            let taken = self.taken_logins(principal.tenant_id, &rows).await?;
+            let lines_and_users: Vec<(u64, &User)> =
+                rows.iter().map(|row| (row.line, &row.user)).collect();
+            let taken =
+                taken_logins(self.store.db(), principal.tenant_id, &lines_and_users).await?;
             rows.retain(|row| match taken.get(&row.line) {
                 Some(error) => {
                     errors.push(error.clone());
@@ -154,29 +157,19 @@ impl App {
         let tx = self.store.begin().await?;
         let inserted = store::users::insert_many(&tx, principal.tenant_id, &new_users).await?;
         if inserted.len() < new_users.len() {
-            let skipped: Vec<Row> = lines
+            let skipped: Vec<(u64, &User)> = lines
                 .iter()
                 .zip(&new_users)
                 .filter(|(_, new)| !inserted.contains(&new.user.id))
-                .map(|(line, new)| Row {
-                    line: *line,
-                    user: new.user.clone(),
-                    password: None,
-                    password_hash: None,
-                })
+                .map(|(line, new)| (*line, &new.user))
                 .collect();
-            let taken = self
-                .taken_logins_in(&tx, principal.tenant_id, &skipped)
-                .await?;
-            errors.extend(skipped.iter().map(|row| {
-                taken
-                    .get(&row.line)
-                    .cloned()
-                    .unwrap_or_else(|| ImportError {
-                        line: row.line,
-                        column: "email".into(),
-                        message: "email is already taken in this account".into(),
-                    })
+            let taken = taken_logins(&tx, principal.tenant_id, &skipped).await?;
+            errors.extend(skipped.iter().map(|&(line, _)| {
+                taken.get(&line).cloned().unwrap_or_else(|| ImportError {
+                    line,
+                    column: "email".into(),
+                    message: "email is already taken in this account".into(),
+                })
             }));
             report.set_errors(errors);
             if !options.skip_invalid_rows {
@@ -258,57 +251,45 @@ impl ImportReport {
     }
 }
 
-impl App {
-    /// The rows whose email or username is taken in the account, by line, with the error to report.
-    async fn taken_logins(
-        &self,
-        tenant_id: TenantId,
-        rows: &[Row],
-    ) -> Result<HashMap<u64, ImportError>> {
-        self.taken_logins_in(self.store.db(), tenant_id, rows).await
-    }
-
-    /// [`App::taken_logins`] on `db` (inside a transaction, the logins it has just taken count).
-    async fn taken_logins_in(
-        &self,
-        db: &impl store::Conn,
-        tenant_id: TenantId,
-        rows: &[Row],
-    ) -> Result<HashMap<u64, ImportError>> {
-        let emails: Vec<String> = rows
-            .iter()
-            .map(|row| row.user.email.as_str().to_owned())
-            .collect();
-        let usernames: Vec<String> = rows
-            .iter()
-            .map(|row| row.user.username.as_str().to_owned())
-            .collect();
-        let (taken_emails, taken_usernames) =
-            store::users::taken_logins(db, tenant_id, &emails, &usernames).await?;
-        Ok(rows
-            .iter()
-            .filter_map(|row| {
-                let column = if taken_emails.contains(row.user.email.as_str()) {
-                    "email"
-                } else if taken_usernames.contains(row.user.username.as_str()) {
-                    "username"
-                } else {
-                    return None;
-                };
-                Some((
-                    row.line,
-                    ImportError {
-                        line: row.line,
-                        column: column.into(),
-                        message: format!("{column} is already taken in this account"),
-                    },
-                ))
-            })
-            .collect())
-    }
+/// Which of `rows` (line, user) have an email or username taken in the account, by line, with the
+/// error to report. Inside a transaction, the logins it has just taken count.
+async fn taken_logins(
+    db: &impl store::Conn,
+    tenant_id: TenantId,
+    rows: &[(u64, &User)],
+) -> Result<HashMap<u64, ImportError>> {
+    let emails: Vec<String> = rows
+        .iter()
+        .map(|(_, user)| user.email.as_str().to_owned())
+        .collect();
+    let usernames: Vec<String> = rows
+        .iter()
+        .map(|(_, user)| user.username.as_str().to_owned())
+        .collect();
+    let (taken_emails, taken_usernames) =
+        store::users::taken_logins(db, tenant_id, &emails, &usernames).await?;
+    Ok(rows
+        .iter()
+        .filter_map(|&(line, user)| {
+            let column = if taken_emails.contains(user.email.as_str()) {
+                "email"
+            } else if taken_usernames.contains(user.username.as_str()) {
+                "username"
+            } else {
+                return None;
+            };
+            Some((
+                line,
+                ImportError {
+                    line,
+                    column: column.into(),
+                    message: format!("{column} is already taken in this account"),
+                },
+            ))
+        })
+        .collect())
 }
 
-/// Parses and checks every row, collecting problems; returns the rows that are good so far.
 /// Checks a row's roles: known, at least one, at most one Platform and one Inbox role, and
 /// admin-grade roles only from the owner.
 fn check_roles(
@@ -343,6 +324,7 @@ fn check_roles(
     Ok(roles)
 }
 
+/// Parses and checks every row, collecting problems; returns the rows that are good so far.
 fn parse(
     principal: &Principal,
     known_roles: &HashMap<String, RoleDef>,

@@ -529,13 +529,11 @@ async fn a_dry_run_mass_action_counts_and_changes_nothing() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokens_ended_by_a_mass_deactivation_stay_refused_after_a_restart() {
-    let app = spawn_app().await;
-    let c = crowd(&app).await;
-    let response = bulk(
-        &app,
-        c.acme.token(),
+/// Deactivates the crowd's users holding ORDERS, selected by a role filter.
+async fn deactivate_orders(app: &TestApp, token: &str) -> pb::BulkUpdateUsersResponse {
+    bulk(
+        app,
+        token,
         request(
             by_filter(pb::UserFilter {
                 roles: roles(&["ORDERS"]),
@@ -547,7 +545,14 @@ async fn tokens_ended_by_a_mass_deactivation_stay_refused_after_a_restart() {
         ),
     )
     .await
-    .expect("deactivate");
+    .expect("deactivate")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_ended_by_a_mass_deactivation_stay_refused_after_a_restart() {
+    let app = spawn_app().await;
+    let c = crowd(&app).await;
+    let response = deactivate_orders(&app, c.acme.token()).await;
     assert_eq!(response.affected, 2);
 
     let app = app.restart().await;
@@ -572,21 +577,7 @@ async fn mass_deactivation_by_filter_refuses_the_deactivated_users_tokens_at_onc
     let app = spawn_app().await;
     let c = crowd(&app).await;
     let token = c.acme.token();
-    let response = bulk(
-        &app,
-        token,
-        request(
-            by_filter(pb::UserFilter {
-                roles: roles(&["ORDERS"]),
-                ..Default::default()
-            }),
-            pb::BulkAction::Deactivate,
-            &[],
-            false,
-        ),
-    )
-    .await
-    .expect("deactivate");
+    let response = deactivate_orders(&app, token).await;
     assert_eq!((response.matched, response.affected), (2, 2));
     assert!(response.skipped.is_empty());
     for session in &c.plain[..2] {
