@@ -11,8 +11,8 @@ use super::{
 };
 use crate::{
     model::{
-        BuiltinRole, ClientInfo, Error, NewActivity, Principal, Result, RoleScope, TeamId,
-        TeamRole, UserFilter, UserId, UserStatus,
+        ClientInfo, Error, NewActivity, Principal, Result, RoleScope, TeamId, TeamRole, UserFilter,
+        UserId, UserStatus,
     },
     store::{self, users::CHUNK},
 };
@@ -172,19 +172,7 @@ impl App {
             HashSet::new()
         } else {
             // Admin, and custom roles with admin permissions, protect their holders from admins.
-            let mut keys = vec![BuiltinRole::Admin.key().to_owned()];
-            keys.extend(
-                store::roles::list(db, tenant_id)
-                    .await?
-                    .into_iter()
-                    .filter(|role| role.is_admin_grade())
-                    .map(|role| role.key),
-            );
-            let mut holders = HashSet::new();
-            for key in keys {
-                holders.extend(store::users::holders_of(db, tenant_id, &ids, &key).await?);
-            }
-            holders
+            store::users::admin_grade_holders(db, tenant_id, &ids).await?
         };
         let ends_access = matches!(request.action, BulkAction::Deactivate | BulkAction::Delete);
         let statuses: HashMap<UserId, UserStatus> = selected.into_iter().collect();

@@ -11,7 +11,7 @@ use super::{
     policy::{self, Action, UserAction, authorize},
 };
 use crate::{
-    model::{BuiltinRole, ClientInfo, Error, NewActivity, Principal, Result, SessionId, UserId},
+    model::{ClientInfo, Error, NewActivity, Principal, Result, SessionId, UserId},
     store::{
         self,
         sessions::{SessionRecord, SessionScope},
@@ -171,7 +171,8 @@ impl App {
     }
 
     /// "Log them out from the system": ends every session of the account except the calling one;
-    /// an admin's call spares the owner's and other admins' sessions.
+    /// an admin's call spares the owner's and other admins' sessions (custom roles with admin
+    /// permissions included).
     pub async fn revoke_all_sessions(
         &self,
         principal: &Principal,
@@ -193,8 +194,7 @@ impl App {
                 .into_iter()
                 .collect();
             let mut protected =
-                store::users::holders_of(db, principal.tenant_id, &users, BuiltinRole::Admin.key())
-                    .await?;
+                store::users::admin_grade_holders(db, principal.tenant_id, &users).await?;
             if let Some(owner) = store::tenants::get(db, principal.tenant_id)
                 .await?
                 .and_then(|tenant| tenant.owner_user_id)

@@ -16,8 +16,8 @@ use super::{
 };
 use crate::model::{
     DialerProfile, Email, Error, Login, MatchMode, Membership, PersonName, ProfileSecrets, Result,
-    TeamId, TeamKind, TeamRole, Tenant, TenantId, User, UserCursor, UserFilter, UserId, UserOrder,
-    UserPageRequest, UserStatus, Username, builtin_role,
+    RoleDef, TeamId, TeamKind, TeamRole, Tenant, TenantId, User, UserCursor, UserFilter, UserId,
+    UserOrder, UserPageRequest, UserStatus, Username, builtin_role, builtin_roles,
 };
 
 /// Largest number of ids bound in one statement (well under SQLite's 32,766 parameters).
@@ -1035,6 +1035,46 @@ pub async fn holders_of(
             .column(user_role::Column::UserId)
             .filter(user_role::Column::TenantId.eq(tenant_id.0))
             .filter(user_role::Column::Role.eq(role))
+            .filter(super::one_of(
+                db,
+                user_role::Column::UserId,
+                chunk.iter().map(|id| id.0),
+            ))
+            .into_tuple()
+            .all(db)
+            .await?;
+        holders.extend(found.into_iter().map(UserId));
+    }
+    Ok(holders)
+}
+
+/// Which of `ids` hold Admin or a custom role with admin permissions: the users that an admin's
+/// actions leave alone.
+pub async fn admin_grade_holders(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    ids: &[UserId],
+) -> Result<HashSet<UserId>> {
+    let mut keys: Vec<String> = builtin_roles()
+        .into_iter()
+        .filter(RoleDef::is_admin_grade)
+        .map(|role| role.key)
+        .collect();
+    keys.extend(
+        super::roles::list(db, tenant_id)
+            .await?
+            .into_iter()
+            .filter(|role| role.is_admin_grade())
+            .map(|role| role.key),
+    );
+    let mut holders = HashSet::new();
+    for chunk in ids.chunks(CHUNK) {
+        let found: Vec<uuid::Uuid> = user_role::Entity::find()
+            .select_only()
+            .column(user_role::Column::UserId)
+            .distinct()
+            .filter(user_role::Column::TenantId.eq(tenant_id.0))
+            .filter(user_role::Column::Role.is_in(keys.iter().map(String::as_str)))
             .filter(super::one_of(
                 db,
                 user_role::Column::UserId,

@@ -19,6 +19,7 @@ use crate::harness::{
     Account, PASSWORD, TestApp, authed, expect_bad_fields, expect_code, expect_reason, spawn_app,
     spawn_app_with, token_from_mail,
 };
+use crate::roles::create_role;
 
 const MINUTE: Duration = Duration::from_secs(60);
 const STEP: Duration = Duration::from_secs(30);
@@ -1340,7 +1341,26 @@ async fn revoking_a_users_or_everyones_sessions_logs_them_out() {
     let (_, other_token) = owner(&app, "Other", "olga@other.test").await;
     expect_code(revoke_user(&other_token, &bob).await, Code::NotFound);
 
-    // An admin logs everyone out, except the owner (and themself).
+    // An admin logs everyone out, except the owner, other admins (a custom role with an admin
+    // permission makes one) and themself.
+    create_role(
+        &app,
+        &owner_token,
+        "ROLE_MANAGER",
+        pb::RoleScope::Account,
+        &["roles.manage"],
+    )
+    .await
+    .unwrap();
+    member(
+        &app,
+        &owner_token,
+        "manny@acme.test",
+        &["ROLE_MANAGER"],
+        None,
+    )
+    .await;
+    let manny = login(&app, &account, "manny@acme.test").await.unwrap();
     let bob_three = login(&app, &account, "bob@acme.test").await.unwrap();
     let ada = login(&app, &account, "ada@acme.test").await.unwrap();
     let ended = sessions(&app)
@@ -1353,6 +1373,7 @@ async fn revoking_a_users_or_everyones_sessions_logs_them_out() {
     assert!(app.who_am_i(&bob_three.access_token).await.is_err());
     assert!(app.who_am_i(&owner_token).await.is_ok());
     assert!(app.who_am_i(&ada.access_token).await.is_ok());
+    assert!(app.who_am_i(&manny.access_token).await.is_ok());
     // The owner logs everyone out but themself; the other account is untouched.
     let ended = sessions(&app)
         .revoke_all_sessions(authed(pb::RevokeAllSessionsRequest {}, &owner_token))
@@ -1360,8 +1381,9 @@ async fn revoking_a_users_or_everyones_sessions_logs_them_out() {
         .unwrap()
         .into_inner()
         .sessions_ended;
-    assert_eq!(ended, 1);
+    assert_eq!(ended, 2);
     assert!(app.who_am_i(&ada.access_token).await.is_err());
+    assert!(app.who_am_i(&manny.access_token).await.is_err());
     assert!(app.who_am_i(&owner_token).await.is_ok());
     assert!(app.who_am_i(&other_token).await.is_ok());
     expect_code(
