@@ -96,6 +96,7 @@ pub async fn build_app(
         store,
         clock,
         mail_wake: Arc::new(Notify::new()),
+        invitation_wake: Arc::new(Notify::new()),
         feed: Arc::new(ActivityFeed::default()),
         guard: Arc::new(LoginGuard::default()),
         cache: Arc::default(),
@@ -161,6 +162,7 @@ pub async fn serve(
         stop_rx.clone(),
     ));
     let prune_task = tokio::spawn(prune_revocations(app.clone(), stop_rx.clone()));
+    let invitation_task = tokio::spawn(send_invitations(app.clone(), stop_rx.clone()));
 
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
@@ -264,6 +266,7 @@ pub async fn serve(
         sender_task,
         health_task,
         prune_task,
+        invitation_task,
         replication_task,
         limiter_task
     );
@@ -324,6 +327,24 @@ async fn prune_revocations(app: App, mut stop: watch::Receiver<bool>) {
         let horizon = now - app.tokens.access_ttl() - chrono::Duration::seconds(5);
         app.tokens.revocations().prune(horizon);
         app.guard.prune(now, app.policies.lockout_cooldown);
+    }
+}
+
+/// Makes the tokens and messages of imports' invitation batches: woken by an import, and every
+/// few seconds for batches that a stopped replica left unfinished.
+async fn send_invitations(app: App, mut stop: watch::Receiver<bool>) {
+    loop {
+        let stopping = || *stop.borrow();
+        match app.send_invitation_batches(stopping).await {
+            Ok(0) => {}
+            Ok(made) => tracing::info!(made, "invitation emails queued"),
+            Err(err) => tracing::warn!(error = %err, "invitation batch pass failed"),
+        }
+        tokio::select! {
+            _ = app.invitation_wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = stop.changed() => return,
+        }
     }
 }
 

@@ -10,6 +10,7 @@ mod m20261122_000002_user_profiles;
 mod m20261122_000003_teams_roles;
 mod m20261122_000010_security;
 mod m20261123_000011_mass_updates;
+mod m20261123_000012_invitation_batches;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_teams_roles::Migration),
             Box::new(m20261122_000010_security::Migration),
             Box::new(m20261123_000011_mass_updates::Migration),
+            Box::new(m20261123_000012_invitation_batches::Migration),
         ]
     }
 }

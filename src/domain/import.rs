@@ -11,7 +11,8 @@ use serde_json::json;
 
 use super::{
     App,
-    auth::{PURPOSE_ACTIVATION, PURPOSE_INVITATION, activation_mail},
+    auth::{PURPOSE_ACTIVATION, PURPOSE_INVITATION},
+    mail,
     passwords::check_imported_hash,
     policy::{self, Action},
     tokens,
@@ -22,13 +23,17 @@ use crate::{
         PhoneNumber, Principal, Result, RoleDef, RoleScope, TenantId, TimeZone, User, UserId,
         UserStatus, Username, builtin_roles, normalize_role_keys,
     },
-    store::{self, tokens::NewActionToken, users::NewUser},
+    store::{self, Touched, tokens::NewActionToken, users::NewUser},
 };
 
 /// The largest CSV file accepted in one call.
 pub const MAX_FILE_BYTES: usize = 256 * 1024 * 1024;
 /// At most this many problems are listed (all are counted).
 const MAX_REPORTED_ERRORS: usize = 1_000;
+/// A message's maker: (to, first name, account, link, hours valid).
+type Compose = fn(&str, &str, &str, &str, i64) -> mail::Mail;
+/// Users whose invitation tokens and messages are made in one transaction.
+const INVITATION_CHUNK: usize = 2_000;
 
 const COLUMNS: &[&str] = &[
     "email",
@@ -185,37 +190,12 @@ impl App {
             return Ok(report);
         }
 
-        let tenant = store::tenants::get(&tx, principal.tenant_id)
-            .await?
-            .ok_or(Error::NotFound("account"))?;
-        let ttl = self.policies.activation_ttl;
-        let mut new_tokens = Vec::with_capacity(new_users.len());
-        let mut mails = Vec::new();
-        for new in &new_users {
-            let purpose = if new.password_hash.is_some() {
-                PURPOSE_ACTIVATION
-            } else {
-                PURPOSE_INVITATION
-            };
-            let token = tokens::random_secret();
-            if !options.suppress_emails {
-                let mail = activation_mail(
-                    &self.link("activate", &token),
-                    &tenant,
-                    &new.user,
-                    purpose,
-                    ttl.num_hours().max(1),
-                );
-                mails.push((mail.to, mail.subject, mail.body));
-            }
-            new_tokens.push(NewActionToken {
-                user_id: new.user.id,
-                purpose,
-                token_hash: tokens::token_hash(&token),
-            });
+        // The emails are queued as one batch: each token and message is made afterwards, a chunk
+        // per transaction (see `send_invitation_batches`).
+        if !options.suppress_emails {
+            let ids: Vec<UserId> = new_users.iter().map(|new| new.user.id).collect();
+            store::invitations::insert(&tx, principal.tenant_id, &ids, now).await?;
         }
-        store::tokens::insert_many(&tx, principal.tenant_id, &new_tokens, now, now + ttl).await?;
-        store::outbox::enqueue_many(&tx, Some(principal.tenant_id), &mails, now).await?;
         report.created = new_users.len() as u64;
         self.record(
             &tx,
@@ -231,9 +211,74 @@ impl App {
         )
         .await?;
         self.store.commit(tx).await?;
-        self.mail_queued();
+        if !options.suppress_emails {
+            self.invitations_queued();
+        }
         tracing::info!(tenant_id = %principal.tenant_id, created = report.created, "users imported");
         Ok(report)
+    }
+}
+
+impl App {
+    /// Makes the tokens and messages of the queued invitation batches, [`INVITATION_CHUNK`] users
+    /// per transaction, until none is left or `stopping` says so. Users deleted, activated or
+    /// sent a new invitation meanwhile are passed over.
+    pub async fn send_invitation_batches(&self, stopping: impl Fn() -> bool) -> Result<u64> {
+        let mut made = 0;
+        while !stopping() {
+            let tx = self.store.begin().await?;
+            let Some(batch) = store::invitations::next(&tx).await? else {
+                return Ok(made);
+            };
+            let end = (batch.done + INVITATION_CHUNK).min(batch.user_ids.len());
+            let invitees = store::users::invitees(
+                &tx,
+                batch.tenant_id,
+                &batch.user_ids[batch.done..end],
+                &[PURPOSE_ACTIVATION, PURPOSE_INVITATION],
+            )
+            .await?;
+            let tenant = store::tenants::get(&tx, batch.tenant_id)
+                .await?
+                .ok_or(Error::NotFound("account"))?;
+            let now = self.clock.now();
+            let ttl = self.policies.activation_ttl;
+            let hours = ttl.num_hours().max(1);
+            let mut new_tokens = Vec::with_capacity(invitees.len());
+            let mut mails = Vec::with_capacity(invitees.len());
+            for invitee in &invitees {
+                let token = tokens::random_secret();
+                let link = self.link("activate", &token);
+                let (purpose, compose) = if invitee.has_password {
+                    (PURPOSE_ACTIVATION, mail::activation as Compose)
+                } else {
+                    (PURPOSE_INVITATION, mail::invitation as Compose)
+                };
+                let message = compose(
+                    &invitee.email,
+                    &invitee.first_name,
+                    tenant.name.as_str(),
+                    &link,
+                    hours,
+                );
+                mails.push((message.to, message.subject, message.body));
+                new_tokens.push(NewActionToken {
+                    user_id: invitee.id,
+                    purpose,
+                    token_hash: tokens::token_hash(&token),
+                });
+            }
+            store::tokens::insert_many(&tx, batch.tenant_id, &new_tokens, now, now + ttl).await?;
+            store::outbox::enqueue_many(&tx, Some(batch.tenant_id), &mails, now).await?;
+            store::invitations::advance(&tx, &batch, end).await?;
+            let touched = invitees.iter().map(|invitee| invitee.id).collect();
+            self.store
+                .commit_touching(tx, Touched::Users(batch.tenant_id, touched))
+                .await?;
+            made += invitees.len() as u64;
+            self.mail_queued();
+        }
+        Ok(made)
     }
 }
 

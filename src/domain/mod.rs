@@ -59,6 +59,8 @@ pub struct App {
     pub policies: Arc<Policies>,
     /// Wakes the outbox sender after a commit that queued mail.
     pub mail_wake: Arc<Notify>,
+    /// Wakes the maker of invitation batches after an import queued one.
+    pub invitation_wake: Arc<Notify>,
     /// The live activity feed of this replica.
     pub feed: Arc<activity::ActivityFeed>,
     /// Failed logins of unknown users, counted so that they lock like known ones.
@@ -88,6 +90,10 @@ impl App {
 
     fn mail_queued(&self) {
         self.mail_wake.notify_one();
+    }
+
+    fn invitations_queued(&self) {
+        self.invitation_wake.notify_one();
     }
 
     /// Writes an activity record inside `db`'s transaction.

@@ -3,6 +3,7 @@
 
 pub mod activity;
 mod entity;
+pub mod invitations;
 pub mod keys;
 pub mod lockouts;
 pub mod notify;

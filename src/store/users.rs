@@ -12,7 +12,7 @@ use sea_orm::{
 
 use super::{
     Conn,
-    entity::{team, team_member, tenant, user, user_role, user_tag},
+    entity::{action_token, team, team_member, tenant, user, user_role, user_tag},
 };
 use crate::model::{
     DialerProfile, Email, Error, Login, MatchMode, Membership, PersonName, ProfileSecrets, Result,
@@ -1046,6 +1046,66 @@ pub async fn holders_of(
         holders.extend(found.into_iter().map(UserId));
     }
     Ok(holders)
+}
+
+/// A user waiting for the email of an import's invitation batch.
+#[derive(Debug, Clone)]
+pub struct Invitee {
+    pub id: UserId,
+    pub email: String,
+    pub first_name: String,
+    /// Imported with a password (activation) or without (invitation, a password to choose).
+    pub has_password: bool,
+}
+
+/// Which of `ids` still wait for their activation or invitation email: pending confirmation and
+/// holding no unused activation or invitation token (one resent meanwhile replaces the batch's).
+pub async fn invitees(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    ids: &[UserId],
+    purposes: &[&str],
+) -> Result<Vec<Invitee>> {
+    let has_token = Query::select()
+        .expr(Expr::val(1))
+        .from(action_token::Entity)
+        .and_where(
+            Expr::col((action_token::Entity, action_token::Column::UserId))
+                .equals((user::Entity, user::Column::Id)),
+        )
+        .and_where(action_token::Column::UsedAt.is_null())
+        .and_where(action_token::Column::Purpose.is_in(purposes.iter().copied()))
+        .to_owned();
+    let mut invitees = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(CHUNK) {
+        let rows: Vec<(uuid::Uuid, String, String, Option<String>)> = user::Entity::find()
+            .select_only()
+            .column(user::Column::Id)
+            .column(user::Column::Email)
+            .column(user::Column::FirstName)
+            .column(user::Column::PasswordHash)
+            .filter(user::Column::TenantId.eq(tenant_id.0))
+            .filter(user::Column::Status.eq(UserStatus::PendingConfirmation.as_str()))
+            .filter(super::one_of(
+                db,
+                user::Column::Id,
+                chunk.iter().map(|id| id.0),
+            ))
+            .filter(Expr::exists(has_token.clone()).not())
+            .into_tuple()
+            .all(db)
+            .await?;
+        invitees.extend(
+            rows.into_iter()
+                .map(|(id, email, first_name, password_hash)| Invitee {
+                    id: UserId(id),
+                    email,
+                    first_name,
+                    has_password: password_hash.is_some(),
+                }),
+        );
+    }
+    Ok(invitees)
 }
 
 /// Which of `ids` hold Admin or a custom role with admin permissions: the users that an admin's

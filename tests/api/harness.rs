@@ -460,6 +460,33 @@ impl TestApp {
             .expect("at least one message")
     }
 
+    /// Waits up to 30 s until at least `count` messages exist in all; returns the recipients of
+    /// every message.
+    pub async fn wait_for_mail_count(&self, count: usize) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let found = mail_files(&self.mail_dir);
+            if found.len() >= count {
+                return found
+                    .into_iter()
+                    .filter_map(|path| std::fs::read_to_string(path).ok())
+                    .filter_map(|text| header(&text, "to"))
+                    .collect();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "expected {count} message(s) within 30 s, found {}",
+                found.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// How many messages exist right now.
+    pub fn mail_count(&self) -> usize {
+        mail_files(&self.mail_dir).len()
+    }
+
     /// Messages to `email` present right now, without waiting.
     pub fn mails_to_now(&self, email: &str) -> Vec<String> {
         read_mails_to(&self.mail_dir, email)
@@ -474,8 +501,8 @@ impl Drop for TestApp {
     }
 }
 
-/// The messages in `dir` addressed to `email`, oldest first (file names are UUIDv7s).
-fn read_mails_to(dir: &Path, email: &str) -> Vec<String> {
+/// The message files in `dir`, oldest first (file names are UUIDv7s).
+fn mail_files(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -484,8 +511,13 @@ fn read_mails_to(dir: &Path, email: &str) -> Vec<String> {
         .filter(|path| path.extension().is_some_and(|ext| ext == "eml"))
         .collect();
     files.sort();
-    let email = email.to_lowercase();
     files
+}
+
+/// The messages in `dir` addressed to `email`, oldest first.
+fn read_mails_to(dir: &Path, email: &str) -> Vec<String> {
+    let email = email.to_lowercase();
+    mail_files(dir)
         .into_iter()
         .filter_map(|path| std::fs::read_to_string(path).ok())
         .filter(|text| {

@@ -2,6 +2,8 @@
 //! BulkUpdateUsers (mass actions on selected users, on a filter, or on everyone).
 
 use roster::api::pb;
+use std::time::Duration;
+
 use tonic::Code;
 
 use crate::harness::{
@@ -230,6 +232,47 @@ async fn an_imported_bcrypt_hash_logs_the_user_in_with_their_old_password_after_
     );
     // Still good on the next login (after any rehash).
     login(&app, &acme, "old@acme.test", "Legacy-Passw0rd").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_imports_invitations_reach_every_invited_user_once_and_their_links_work() {
+    let app = spawn_app().await;
+    let acme = org(&app, "Acme", "ann@acme.test").await;
+    let before = app.mail_count();
+    // More rows than the server makes invitations for in one transaction: the batch spans chunks.
+    let rows = 2_500;
+    let mut csv = String::from("email,first_name,last_name,roles\n");
+    for i in 0..rows {
+        csv.push_str(&format!("inv{i:05}@acme.test,Inv{i},Person,REPORTS\n"));
+    }
+    let report = import(
+        &app,
+        acme.token(),
+        &csv,
+        64 * 1024,
+        ImportOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.created, rows as i64);
+    let recipients = app.wait_for_mail_count(before + rows).await;
+    let invited: std::collections::HashSet<&String> = recipients
+        .iter()
+        .filter(|to| to.contains("@acme.test") && to.contains("inv"))
+        .collect();
+    assert_eq!(invited.len(), rows, "every invited user gets a message");
+    // Nothing more follows: one message each.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.mail_count(), before + rows);
+    // The first chunk's and the last chunk's links both work.
+    for email in ["inv00000@acme.test", "inv02499@acme.test"] {
+        let mail = app.latest_mail_to(email).await;
+        assert!(header(&mail, "subject").is_some_and(|s| s.contains("invited")));
+        activate(&app, &token_from_mail(&mail), "Inv-Passw0rd")
+            .await
+            .unwrap_or_else(|err| panic!("activate {email}: {err:?}"));
+        login(&app, &acme, email, "Inv-Passw0rd").await;
+    }
 }
 
 /// Acme, where bob@acme.test (pending) and carl@acme.test (username `carl`) exist already.

@@ -3,6 +3,7 @@
 pub mod action_token;
 pub mod activity;
 pub mod backup_code;
+pub mod invitation_batch;
 pub mod outbox;
 pub mod role;
 pub mod server_key;
