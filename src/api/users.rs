@@ -732,7 +732,7 @@ impl pb::user_service_server::UserService for UserApi {
         let report = self
             .ctx
             .app
-            .import_users(&principal, &csv, options, &client)
+            .import_users(&principal, csv, options, &client)
             .await?;
         Ok(Response::new(pb::ImportUsersResponse {
             rows: report.rows as i64,
