@@ -11,6 +11,7 @@ mod m20261122_000003_teams_roles;
 mod m20261122_000010_security;
 mod m20261123_000011_mass_updates;
 mod m20261123_000012_invitation_batches;
+mod m20261123_000013_outbox_priority;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000010_security::Migration),
             Box::new(m20261123_000011_mass_updates::Migration),
             Box::new(m20261123_000012_invitation_batches::Migration),
+            Box::new(m20261123_000013_outbox_priority::Migration),
         ]
     }
 }

@@ -42,13 +42,14 @@ pub async fn enqueue(
         sent_at: Set(None),
         last_error: Set(None),
         created_at: Set(now),
+        bulk: Set(false),
     })
     .exec_without_returning(db)
     .await?;
     Ok(())
 }
 
-/// Messages due for a (re)try, oldest first.
+/// Messages due for a (re)try: single messages first, then those of bulk runs; oldest first.
 pub async fn due(
     db: &impl Conn,
     now: DateTime<Utc>,
@@ -59,6 +60,7 @@ pub async fn due(
         .filter(outbox::Column::SentAt.is_null())
         .filter(outbox::Column::NextAttemptAt.lte(now))
         .filter(outbox::Column::Attempts.lt(max_attempts))
+        .order_by_asc(outbox::Column::Bulk)
         .order_by_asc(outbox::Column::Id)
         .limit(limit)
         .all(db)
@@ -95,7 +97,8 @@ pub async fn mark_failed(
     Ok(())
 }
 
-/// Queues many messages with multi-row statements.
+/// Queues the many messages of a bulk run (an import's invitations) with multi-row statements;
+/// they are sent after every single message that is due.
 pub async fn enqueue_many(
     db: &impl Conn,
     tenant_id: Option<TenantId>,
@@ -105,8 +108,8 @@ pub async fn enqueue_many(
     if db.get_database_backend() == DbBackend::Postgres {
         // One array per column, as for users (see `users::insert_many`).
         const MAILS: &str = r#"INSERT INTO outbox (id, tenant_id, recipient, subject, body,
-            attempts, next_attempt_at, created_at)
-            SELECT m.id, $1, m.recipient, m.subject, m.body, 0, $2, $2
+            attempts, next_attempt_at, created_at, bulk)
+            SELECT m.id, $1, m.recipient, m.subject, m.body, 0, $2, $2, TRUE
             FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[])
                 AS m(id, recipient, subject, body)"#;
         for chunk in mails.chunks(20_000) {
@@ -149,6 +152,7 @@ pub async fn enqueue_many(
                 sent_at: Set(None),
                 last_error: Set(None),
                 created_at: Set(now),
+                bulk: Set(true),
             });
         outbox::Entity::insert_many(rows)
             .exec_without_returning(db)
@@ -194,4 +198,29 @@ pub async fn mark_sent_many(db: &impl Conn, ids: &[uuid::Uuid], now: DateTime<Ut
         .exec(db)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    #[tokio::test]
+    async fn a_single_message_goes_before_a_bulk_run_queued_earlier() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("outbox.db").display());
+        let store = Store::connect(&url, 1).await.unwrap();
+        store.migrate().await.unwrap();
+        let now = Utc::now();
+        let run: Vec<(String, String, String)> = (0..3)
+            .map(|i| (format!("invited{i}@acme.test"), "s".into(), "b".into()))
+            .collect();
+        enqueue_many(store.db(), None, &run, now).await.unwrap();
+        enqueue(store.db(), None, "reset@acme.test", "s", "b", now)
+            .await
+            .unwrap();
+        let due = due(store.db(), now, 10, 2).await.unwrap();
+        let recipients: Vec<&str> = due.iter().map(|mail| mail.recipient.as_str()).collect();
+        assert_eq!(recipients, ["reset@acme.test", "invited0@acme.test"]);
+    }
 }

@@ -15,6 +15,8 @@ pub struct Model {
     pub sent_at: Option<DateTimeUtc>,
     pub last_error: Option<String>,
     pub created_at: DateTimeUtc,
+    /// Mail of a bulk run, sent after every other due message.
+    pub bulk: bool,
 }
 
 impl ActiveModelBehavior for ActiveModel {}
