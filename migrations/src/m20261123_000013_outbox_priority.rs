@@ -29,7 +29,12 @@ impl MigrationTrait for Migration {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
-            .drop_index(Index::drop().name("outbox_unsent").table("outbox").to_owned())
+            .drop_index(
+                Index::drop()
+                    .name("outbox_unsent")
+                    .table("outbox")
+                    .to_owned(),
+            )
             .await?;
         manager
             .alter_table(

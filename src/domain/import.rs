@@ -121,8 +121,15 @@ impl App {
                     ..Default::default()
                 };
                 let mut errors = Vec::new();
-                parse(&principal, &known_roles, &csv, now, &mut report, &mut errors)
-                    .map(|rows| (rows, report, errors))
+                parse(
+                    &principal,
+                    &known_roles,
+                    &csv,
+                    now,
+                    &mut report,
+                    &mut errors,
+                )
+                .map(|rows| (rows, report, errors))
             })
             .await
             .map_err(|err| Error::internal(format!("the CSV parser panicked: {err}")))??
