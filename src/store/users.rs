@@ -1035,33 +1035,6 @@ pub async fn select_ids(
         .collect()
 }
 
-/// Which of `ids` hold `role`.
-pub async fn holders_of(
-    db: &impl Conn,
-    tenant_id: TenantId,
-    ids: &[UserId],
-    role: &str,
-) -> Result<HashSet<UserId>> {
-    let mut holders = HashSet::new();
-    for chunk in ids.chunks(CHUNK) {
-        let found: Vec<uuid::Uuid> = user_role::Entity::find()
-            .select_only()
-            .column(user_role::Column::UserId)
-            .filter(user_role::Column::TenantId.eq(tenant_id.0))
-            .filter(user_role::Column::Role.eq(role))
-            .filter(super::one_of(
-                db,
-                user_role::Column::UserId,
-                chunk.iter().map(|id| id.0),
-            ))
-            .into_tuple()
-            .all(db)
-            .await?;
-        holders.extend(found.into_iter().map(UserId));
-    }
-    Ok(holders)
-}
-
 /// A user waiting for the email of an import's invitation batch.
 #[derive(Debug, Clone)]
 pub struct Invitee {
