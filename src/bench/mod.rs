@@ -412,9 +412,16 @@ async fn bench(args: BenchArgs) -> anyhow::Result<bool> {
     memory.peak = target.pid.and_then(|pid| proc_status(pid, "VmHWM"));
     memory.threads = target.pid.and_then(|pid| proc_status(pid, "Threads"));
     let timed = match &prepared {
-        Some(prepared) => {
-            Some(scale::timed(&channels[0], &fixture, prepared, args.invitations).await?)
-        }
+        Some(prepared) => Some(
+            scale::timed(
+                &channels[0],
+                &fixture,
+                prepared,
+                args.invitations,
+                &target.mail_dir,
+            )
+            .await?,
+        ),
         None => None,
     };
     drop(channels);

@@ -3,7 +3,10 @@
 //! (driven like the other RPCs, see [`super::Rpc`]), importing invitation rows, and deactivating
 //! users by a filter, with their sessions refused on the next call.
 
-use std::time::{Duration, Instant};
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, bail};
 use tonic::{Request, transport::Channel};
@@ -52,6 +55,9 @@ pub struct Timed {
     pub sessions_refused: (usize, usize),
     pub invited: i64,
     pub invite_time: Duration,
+    /// From the import's answer until the file sink held a message for every invited user
+    /// (they are made in the background); `None` when they did not all come within 5 minutes.
+    pub invitations_written: Option<Duration>,
 }
 
 fn users(channel: &Channel) -> UserServiceClient<Channel> {
@@ -263,6 +269,7 @@ pub async fn timed(
     fixture: &Fixture,
     prepared: &Prepared,
     invitations: u64,
+    mail_dir: &Path,
 ) -> anyhow::Result<Timed> {
     let started = Instant::now();
     let outcome = users(channel)
@@ -301,13 +308,34 @@ pub async fn timed(
             "i{index:07}@invited.test,Invited{index},Person{index},REPORTS\n"
         ));
     }
+    let messages_before = count_messages(mail_dir);
     let (invited, invite_time) = import(channel, fixture, csv.into_bytes(), false).await?;
+    let answered = Instant::now();
+    let mut invitations_written = None;
+    while answered.elapsed() < Duration::from_secs(300) {
+        if count_messages(mail_dir) >= messages_before + invited as usize {
+            invitations_written = Some(answered.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     Ok(Timed {
         deactivated: outcome.affected,
         deactivate_time,
         sessions_refused: (refused, prepared.signed_in.len()),
         invited,
         invite_time,
+        invitations_written,
+    })
+}
+
+/// The messages the file sink has written to `mail_dir`.
+fn count_messages(mail_dir: &Path) -> usize {
+    std::fs::read_dir(mail_dir).map_or(0, |entries| {
+        entries
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "eml"))
+            .count()
     })
 }
 
@@ -342,6 +370,14 @@ pub fn render(prepared: &Prepared, timed: Option<&Timed>) -> String {
             timed.invited,
             timed.invite_time.as_secs_f64()
         ));
+        out.push_str(&match timed.invitations_written {
+            Some(took) => format!(
+                "  their tokens and messages, made in the background and written by the file sink: {:.1} s after the answer\n",
+                took.as_secs_f64()
+            ),
+            None => "  their tokens and messages: not all written within 5 minutes of the answer\n"
+                .to_owned(),
+        });
     }
     out
 }
