@@ -1053,36 +1053,31 @@ pub async fn invitees(
     ids: &[UserId],
     purposes: &[&str],
 ) -> Result<Vec<Invitee>> {
-    let mut rows: Vec<(uuid::Uuid, String, String, Option<String>)> = Vec::new();
+    let mut pending: Vec<(uuid::Uuid, String, String, Option<String>)> = Vec::new();
     if db.get_database_backend() == DbBackend::Postgres {
         // Driven by the ids, looked up by key first: right after an import the account's
         // statistics are stale, and given the account's condition up front the planner would
         // count on one user and walk all 100,000 for every chunk.
-        const INVITEES: &str = r#"WITH wanted AS MATERIALIZED (
+        const PENDING: &str = r#"WITH wanted AS MATERIALIZED (
                 SELECT u.id, u.tenant_id, u.status, u.email, u.first_name, u.password_hash
                 FROM unnest($1::uuid[]) AS i(id) JOIN users u ON u.id = i.id)
             SELECT w.id, w.email, w.first_name, w.password_hash FROM wanted w
-            WHERE w.tenant_id = $2 AND w.status = $3
-              AND NOT EXISTS (SELECT 1 FROM action_tokens t
-                  WHERE t.tenant_id = w.tenant_id AND t.user_id = w.id
-                    AND t.purpose = ANY($4::text[]) AND t.used_at IS NULL)"#;
+            WHERE w.tenant_id = $2 AND w.status = $3"#;
         let ids: Vec<uuid::Uuid> = ids.iter().map(|id| id.0).collect();
-        let purposes: Vec<String> = purposes.iter().map(|p| (*p).to_owned()).collect();
-        let values: [Value; 4] = [
+        let values: [Value; 3] = [
             ids.into(),
             tenant_id.0.into(),
             UserStatus::PendingConfirmation.as_str().into(),
-            purposes.into(),
         ];
         for row in db
             .query_all_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
-                INVITEES,
+                PENDING,
                 values,
             ))
             .await?
         {
-            rows.push((
+            pending.push((
                 row.try_get_by_index(0)?,
                 row.try_get_by_index(1)?,
                 row.try_get_by_index(2)?,
@@ -1090,22 +1085,8 @@ pub async fn invitees(
             ));
         }
     } else {
-        let has_token = Query::select()
-            .expr(Expr::val(1))
-            .from(action_token::Entity)
-            .and_where(
-                Expr::col((action_token::Entity, action_token::Column::TenantId))
-                    .equals((user::Entity, user::Column::TenantId)),
-            )
-            .and_where(
-                Expr::col((action_token::Entity, action_token::Column::UserId))
-                    .equals((user::Entity, user::Column::Id)),
-            )
-            .and_where(action_token::Column::UsedAt.is_null())
-            .and_where(action_token::Column::Purpose.is_in(purposes.iter().copied()))
-            .to_owned();
         for chunk in ids.chunks(CHUNK) {
-            rows.extend(
+            pending.extend(
                 user::Entity::find()
                     .select_only()
                     .column(user::Column::Id)
@@ -1115,15 +1096,35 @@ pub async fn invitees(
                     .filter(user::Column::TenantId.eq(tenant_id.0))
                     .filter(user::Column::Status.eq(UserStatus::PendingConfirmation.as_str()))
                     .filter(user::Column::Id.is_in(chunk.iter().map(|id| id.0)))
-                    .filter(Expr::exists(has_token.clone()).not())
                     .into_tuple::<(uuid::Uuid, String, String, Option<String>)>()
                     .all(db)
                     .await?,
             );
         }
     }
-    Ok(rows
+    // One query for the chunk's unused tokens, not a correlated one per user: the planner, as
+    // unsure of the new rows, scanned the account's tokens once per user.
+    let mut holding = HashSet::new();
+    for chunk in ids.chunks(CHUNK) {
+        let found: Vec<uuid::Uuid> = action_token::Entity::find()
+            .select_only()
+            .column(action_token::Column::UserId)
+            .filter(action_token::Column::TenantId.eq(tenant_id.0))
+            .filter(action_token::Column::UsedAt.is_null())
+            .filter(action_token::Column::Purpose.is_in(purposes.iter().copied()))
+            .filter(super::one_of(
+                db,
+                action_token::Column::UserId,
+                chunk.iter().map(|id| id.0),
+            ))
+            .into_tuple()
+            .all(db)
+            .await?;
+        holding.extend(found);
+    }
+    Ok(pending
         .into_iter()
+        .filter(|(id, ..)| !holding.contains(id))
         .map(|(id, email, first_name, password_hash)| Invitee {
             id: UserId(id),
             email,
