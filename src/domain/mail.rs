@@ -176,6 +176,9 @@ fn plain_body(text: &str) -> std::result::Result<Body, String> {
     ))
 }
 
+/// Messages of one pass in flight at once.
+const SENDS_AT_ONCE: usize = 8;
+
 /// Sends queued mail until shutdown.
 pub struct OutboxSender {
     pub store: Store,
@@ -221,19 +224,36 @@ impl OutboxSender {
             let claimed =
                 store::outbox::claim_many(db, &due, now, now + chrono::Duration::minutes(5))
                     .await?;
-            let mut sent = Vec::with_capacity(claimed.len());
-            for mail in due.iter().filter(|mail| claimed.contains(&mail.id)) {
-                match self.build(mail) {
-                    Ok(message) => match self.transport.send(message, mail.id).await {
-                        Ok(()) => sent.push(mail.id),
-                        Err(err) => self.failed(mail, &err.to_string()).await?,
-                    },
+            // A few at a time: the folder's writes and SMTP's pooled connections overlap.
+            let claimed: Vec<&PendingMail> = due
+                .iter()
+                .filter(|mail| claimed.contains(&mail.id))
+                .collect();
+            let mut outcomes = Vec::with_capacity(claimed.len());
+            for group in claimed.chunks(SENDS_AT_ONCE) {
+                let results =
+                    futures::future::join_all(group.iter().map(|mail| self.deliver(mail))).await;
+                outcomes.extend(group.iter().copied().zip(results));
+            }
+            let mut sent = Vec::with_capacity(outcomes.len());
+            for (mail, outcome) in outcomes {
+                match outcome {
+                    Ok(()) => sent.push(mail.id),
                     Err(err) => self.failed(mail, &err).await?,
                 }
             }
             store::outbox::mark_sent_many(db, &sent, self.clock.now()).await?;
             tracing::info!(sent = sent.len(), "mail sent");
         }
+    }
+
+    /// Builds and sends one message; the error says why it did not go.
+    async fn deliver(&self, mail: &PendingMail) -> std::result::Result<(), String> {
+        let message = self.build(mail)?;
+        self.transport
+            .send(message, mail.id)
+            .await
+            .map_err(|err| err.to_string())
     }
 
     async fn failed(&self, mail: &PendingMail, error: &str) -> Result<()> {
