@@ -234,9 +234,7 @@ impl App {
         tracing::info!(tenant_id = %principal.tenant_id, created = report.created, "users imported");
         Ok(report)
     }
-}
 
-impl App {
     /// Makes the tokens and messages of the queued invitation batches, [`INVITATION_CHUNK`] users
     /// per transaction, until none is left or `stopping` says so. Users deleted, activated or
     /// sent a new invitation meanwhile are passed over.
