@@ -242,14 +242,14 @@ impl App {
         let mut made = 0;
         while !stopping() {
             let tx = self.store.begin().await?;
-            let Some(batch) = store::invitations::next(&tx).await? else {
+            let Some(batch) = store::invitations::next(&tx, INVITATION_CHUNK).await? else {
                 return Ok(made);
             };
-            let end = (batch.done + INVITATION_CHUNK).min(batch.user_ids.len());
+            let end = batch.done + batch.next_users.len();
             let invitees = store::users::invitees(
                 &tx,
                 batch.tenant_id,
-                &batch.user_ids[batch.done..end],
+                &batch.next_users,
                 &[PURPOSE_ACTIVATION, PURPOSE_INVITATION],
             )
             .await?;

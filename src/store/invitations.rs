@@ -11,15 +11,17 @@ use sea_orm::{
 use super::{Conn, entity::invitation_batch};
 use crate::model::{Error, Result, TenantId, UserId};
 
-/// A batch with the users whose messages are still to be made.
+/// The next users of a batch whose messages are still to be made.
 #[derive(Debug, Clone)]
 pub struct InvitationBatch {
     pub id: uuid::Uuid,
     pub tenant_id: TenantId,
-    /// Every user of the batch, in import order.
-    pub user_ids: Vec<UserId>,
-    /// How many of `user_ids` are done.
+    /// How many users the batch holds.
+    pub total: usize,
+    /// How many of them are done.
     pub done: usize,
+    /// The next users, in import order (at most the chunk asked for).
+    pub next_users: Vec<UserId>,
 }
 
 /// Queues a batch for `user_ids` of one account.
@@ -42,44 +44,56 @@ pub async fn insert(
     Ok(())
 }
 
-/// The oldest batch with work left, locked to this transaction on PostgreSQL (another replica's
-/// sender skips it and takes the next); `None` when there is none.
-pub async fn next(db: &impl Conn) -> Result<Option<InvitationBatch>> {
-    let mut query = invitation_batch::Entity::find().order_by_asc(invitation_batch::Column::Id);
+/// The oldest batch with work left and its next `chunk` users, locked to this transaction on
+/// PostgreSQL (another replica's sender skips it and takes the next); `None` when there is none.
+/// Only the chunk's ids are read, not the whole list (1.6 MB for 100,000 users) each time.
+pub async fn next(db: &impl Conn, chunk: usize) -> Result<Option<InvitationBatch>> {
+    let mut query = invitation_batch::Entity::find()
+        .select_only()
+        .column(invitation_batch::Column::Id)
+        .column(invitation_batch::Column::TenantId)
+        .column(invitation_batch::Column::Done)
+        .expr(Expr::cust("CAST(length(user_ids) AS BIGINT)"))
+        .expr(Expr::cust(format!(
+            "substr(user_ids, done * 16 + 1, {})",
+            chunk * 16
+        )))
+        .order_by_asc(invitation_batch::Column::Id);
     if db.get_database_backend() == DbBackend::Postgres {
         query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
     }
-    let Some(row) = query.one(db).await? else {
+    let Some((id, tenant_id, done, bytes, next)) = query
+        .into_tuple::<(uuid::Uuid, uuid::Uuid, i32, i64, Vec<u8>)>()
+        .one(db)
+        .await?
+    else {
         return Ok(None);
     };
-    let chunks = row.user_ids.chunks_exact(16);
-    if !chunks.remainder().is_empty() {
+    if bytes % 16 != 0 || next.len() % 16 != 0 {
         return Err(Error::internal(format!(
-            "invitation batch {}: user ids of {} bytes",
-            row.id,
-            row.user_ids.len()
+            "invitation batch {id}: user ids of {bytes} bytes"
         )));
     }
-    let user_ids: Vec<UserId> = chunks
-        .map(|bytes| {
-            let mut id = [0u8; 16];
-            id.copy_from_slice(bytes);
-            UserId(uuid::Uuid::from_bytes(id))
-        })
-        .collect();
+    let total = usize::try_from(bytes / 16).unwrap_or_default();
     Ok(Some(InvitationBatch {
-        id: row.id,
-        tenant_id: TenantId(row.tenant_id),
-        done: usize::try_from(row.done)
-            .unwrap_or_default()
-            .min(user_ids.len()),
-        user_ids,
+        id,
+        tenant_id: TenantId(tenant_id),
+        total,
+        done: usize::try_from(done).unwrap_or_default().min(total),
+        next_users: next
+            .chunks_exact(16)
+            .map(|bytes| {
+                let mut id = [0u8; 16];
+                id.copy_from_slice(bytes);
+                UserId(uuid::Uuid::from_bytes(id))
+            })
+            .collect(),
     }))
 }
 
 /// Records that the first `done` users of the batch are done; a finished batch is deleted.
 pub async fn advance(db: &impl Conn, batch: &InvitationBatch, done: usize) -> Result<()> {
-    if done >= batch.user_ids.len() {
+    if done >= batch.total {
         invitation_batch::Entity::delete_by_id(batch.id)
             .exec(db)
             .await?;
