@@ -174,7 +174,7 @@ def main() -> int:
             code = totp.at(now + 30)
             st["used_step"] = int((now + 30) // 30)
             done = client.call(auth, "CompleteLogin", {"challenge": first["challenge"], "code": code})
-            check(done.get("access_token", "").startswith("rat1."), f"no access token: {done}")
+            check(done.get("access_token", "").startswith("rat2."), f"no access token: {done}")
             me = client.call(auth, "WhoAmI", {}, done["access_token"])
             check(me["user"]["email"] == login["login"], f"WhoAmI: {me}")
             st["used_code"] = code
