@@ -274,6 +274,13 @@ impl TestApp {
         }
     }
 
+    /// A connection of its own to the server's database, to check what the RPCs cannot show.
+    pub async fn database(&self) -> sea_orm::DatabaseConnection {
+        Database::connect(self.backing.database_url.as_str())
+            .await
+            .expect("connect to the test database")
+    }
+
     /// A client of AuthService (cheap: clients share the channel).
     pub fn auth(&self) -> AuthServiceClient<Channel> {
         self.auth.clone()

@@ -1407,6 +1407,68 @@ async fn deleting_a_user_ends_their_sessions_at_once_and_removes_them() {
     pending(&app, acme.token(), "bob@acme.test", &["ORDERS"]).await;
 }
 
+/// The rows that hang off a user carry the user's account in their reference: the database
+/// itself refuses a role filed under another account, and a deleted user's rows go with them
+/// (found through the account's keys, not by a scan).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_rows_are_tied_to_their_account_in_the_database() {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
+    let app = spawn_app().await;
+    let acme = org(&app, "Acme", "ann@acme.test").await;
+    let globex = org(&app, "Globex", "gil@globex.test").await;
+    let bob = member(&app, &acme, "bob@acme.test", &["REPORTS"]).await;
+    let db = app.database().await;
+    let backend = if app.postgres {
+        DbBackend::Postgres
+    } else {
+        DbBackend::Sqlite
+    };
+    let uuid = |text: &str| Value::from(uuid::Uuid::parse_str(text).expect("a uuid"));
+    let (p1, p2) = if app.postgres {
+        ("$1", "$2")
+    } else {
+        ("?", "?")
+    };
+    let add_role = |tenant: &str| {
+        Statement::from_sql_and_values(
+            backend,
+            format!("INSERT INTO user_roles (tenant_id, user_id, role) VALUES ({p1}, {p2}, 'ORDERS')"),
+            [uuid(tenant), uuid(&bob.user_id)],
+        )
+    };
+    let misfiled = db.execute_raw(add_role(&globex.account.tenant_id)).await;
+    assert!(
+        misfiled.is_err(),
+        "a role of Acme's user was filed under Globex: {misfiled:?}"
+    );
+    db.execute_raw(add_role(&acme.account.tenant_id))
+        .await
+        .expect("the same role under the user's own account");
+
+    let rows_of_bob = |table: &str| {
+        Statement::from_sql_and_values(
+            backend,
+            format!("SELECT COUNT(*) FROM {table} WHERE user_id = {p1}"),
+            [uuid(&bob.user_id)],
+        )
+    };
+    let count = async |table: &str| -> i64 {
+        db.query_one_raw(rows_of_bob(table))
+            .await
+            .expect("count")
+            .expect("a row")
+            .try_get_by_index(0)
+            .expect("a number")
+    };
+    assert_eq!(count("user_roles").await, 2);
+    assert_eq!(count("sessions").await, 1);
+    delete(&app, acme.token(), &bob.user_id)
+        .await
+        .expect("the owner deletes bob");
+    assert_eq!(count("user_roles").await, 0);
+    assert_eq!(count("sessions").await, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_owner_cannot_delete_themself_and_nobody_deletes_the_owner() {
     let app = spawn_app().await;
