@@ -100,6 +100,7 @@ impl App {
         client: &ClientInfo,
     ) -> Result<ImportReport> {
         policy::authorize(principal, Action::ImportUsers)?;
+        let started = std::time::Instant::now();
         let now = self.clock.now();
         let mut known_roles: HashMap<String, RoleDef> = builtin_roles()
             .into_iter()
@@ -135,6 +136,7 @@ impl App {
             .map_err(|err| Error::internal(format!("the CSV parser panicked: {err}")))??
         };
 
+        tracing::debug!(rows = report.rows, took = ?started.elapsed(), "import parsed");
         // An import that will write lets the unique indexes tell which logins are taken, as it
         // inserts (one pass over the rows instead of a lookup and then an insert); one that will
         // not (a dry run, or bad rows not to be skipped) asks, to report every problem at once.
@@ -178,6 +180,7 @@ impl App {
 
         let tx = self.store.begin().await?;
         let inserted = store::users::insert_many(&tx, principal.tenant_id, &new_users).await?;
+        tracing::debug!(inserted = inserted.len(), took = ?started.elapsed(), "import inserted");
         if inserted.len() < new_users.len() {
             let skipped: Vec<(u64, &User)> = lines
                 .iter()
