@@ -141,9 +141,10 @@ async fn change_references(
         DbBackend::Sqlite => {
             let definition = sqlite_definition(manager, "table", table).await?;
             let rebuilt = format!("{table}_rebuilt");
-            let mut sql = definition.into_iter().next().ok_or_else(|| {
-                DbErr::Migration(format!("table {table} is not in the schema"))
-            })?;
+            let mut sql = definition
+                .into_iter()
+                .next()
+                .ok_or_else(|| DbErr::Migration(format!("table {table} is not in the schema")))?;
             sql = sql.replacen(
                 &format!(r#"CREATE TABLE "{table}""#),
                 &format!(r#"CREATE TABLE "{rebuilt}""#),
@@ -165,10 +166,8 @@ async fn change_references(
             .await?;
             db.execute_unprepared(&format!(r#"DROP TABLE "{table}""#))
                 .await?;
-            db.execute_unprepared(&format!(
-                r#"ALTER TABLE "{rebuilt}" RENAME TO "{table}""#
-            ))
-            .await?;
+            db.execute_unprepared(&format!(r#"ALTER TABLE "{rebuilt}" RENAME TO "{table}""#))
+                .await?;
             for index in indexes {
                 db.execute_unprepared(&index).await?;
             }

@@ -5,7 +5,15 @@
 //! (an argon2 or bcrypt hash, for migrations), `timezone`, `language`, `caller_id_name`,
 //! `caller_id_number`. A row without a password or hash is invited by email.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use tokio::sync::mpsc;
 
 use serde_json::json;
 
@@ -32,6 +40,8 @@ pub const MAX_FILE_BYTES: usize = 256 * 1024 * 1024;
 const MAX_REPORTED_ERRORS: usize = 1_000;
 /// A message's maker: (to, first name, account, link, hours valid).
 type Compose = fn(&str, &str, &str, &str, i64) -> mail::Mail;
+/// Good rows handed from the parser to the inserter at a time.
+const PARSED_CHUNK: usize = 20_000;
 /// Users whose invitation tokens and messages are made in one transaction.
 const INVITATION_CHUNK: usize = 2_000;
 
@@ -90,8 +100,12 @@ enum Secret {
 }
 
 impl App {
-    /// Validates every row, then (unless a dry run, or rows are bad and not to be skipped) creates
+    /// Validates every row and (unless a dry run, or rows are bad and not to be skipped) creates
     /// the users in multi-row statements and queues their activation or invitation emails.
+    ///
+    /// An import that may write inserts each chunk of good rows while the parser reads the
+    /// next (the two take about the same time, on two cores): the transaction is rolled back
+    /// if a bad row turns up later and bad rows are not to be skipped.
     pub async fn import_users(
         &self,
         principal: &Principal,
@@ -114,8 +128,11 @@ impl App {
         );
         // Parsing and checking 100,000 rows takes a core for about half a second: not on the
         // runtime's threads, where it would hold up every call scheduled behind it.
-        let (mut rows, mut report, mut errors) = {
+        let (chunks, mut parsed) = mpsc::channel::<Vec<Row>>(2);
+        let bad_row_seen = Arc::new(AtomicBool::new(false));
+        let parser = {
             let principal = principal.clone();
+            let bad_row_seen = bad_row_seen.clone();
             tokio::task::spawn_blocking(move || {
                 let mut report = ImportReport {
                     dry_run: options.dry_run,
@@ -129,94 +146,68 @@ impl App {
                     now,
                     &mut report,
                     &mut errors,
+                    |rows, errors_so_far| {
+                        bad_row_seen.store(errors_so_far > 0, Ordering::Relaxed);
+                        // The receiver is gone only when the import failed already.
+                        chunks.blocking_send(rows).is_ok()
+                    },
                 )
-                .map(|rows| (rows, report, errors))
+                .map(|()| (report, errors))
             })
-            .await
-            .map_err(|err| Error::internal(format!("the CSV parser panicked: {err}")))??
         };
 
-        tracing::debug!(rows = report.rows, took = ?started.elapsed(), "import parsed");
-        // An import that will write lets the unique indexes tell which logins are taken, as it
-        // inserts (one pass over the rows instead of a lookup and then an insert); one that will
-        // not (a dry run, or bad rows not to be skipped) asks, to report every problem at once.
-        let writes = !options.dry_run && (errors.is_empty() || options.skip_invalid_rows);
-        if !writes {
+        // Every good row (to report taken logins if nothing is written), and the chunks
+        // inserted so far with the logins the database found taken.
+        let mut rows: Vec<Row> = Vec::new();
+        let mut created: Vec<NewUser> = Vec::new();
+        let mut taken_in_tx: Vec<ImportError> = Vec::new();
+        let mut tx = None;
+        while let Some(chunk) = parsed.recv().await {
+            let may_write = !options.dry_run
+                && (options.skip_invalid_rows || !bad_row_seen.load(Ordering::Relaxed))
+                && taken_in_tx.is_empty();
+            if may_write {
+                let tx = match &mut tx {
+                    Some(tx) => tx,
+                    None => tx.insert(self.store.begin().await?),
+                };
+                let (inserted, taken) = self.insert_chunk(tx, principal.tenant_id, &chunk).await?;
+                created.extend(inserted);
+                taken_in_tx.extend(taken);
+            }
+            rows.extend(chunk);
+        }
+        let (mut report, mut errors) = parser
+            .await
+            .map_err(|err| Error::internal(format!("the CSV parser panicked: {err}")))??;
+        tracing::debug!(rows = report.rows, took = ?started.elapsed(), "import parsed and inserted");
+
+        let writes = !options.dry_run
+            && (options.skip_invalid_rows || (errors.is_empty() && taken_in_tx.is_empty()));
+        let Some(tx) = tx.filter(|_| writes) else {
+            // Nothing is written (a transaction begun rolls back when dropped): every problem
+            // is reported at once, the logins already taken in the account among them.
             let lines_and_users: Vec<(u64, &User)> =
                 rows.iter().map(|row| (row.line, &row.user)).collect();
             let taken =
                 taken_logins(self.store.db(), principal.tenant_id, &lines_and_users).await?;
-            rows.retain(|row| match taken.get(&row.line) {
-                Some(error) => {
-                    errors.push(error.clone());
-                    false
-                }
-                None => true,
-            });
-        }
-        report.set_errors(errors.clone());
-        if !writes || rows.is_empty() {
-            return Ok(report);
-        }
-
-        // Hash clear-text passwords, as many at once as the hasher allows.
-        let hashes = futures::future::try_join_all(rows.iter().map(|row| async {
-            match &row.password {
-                Some(password) => self.passwords.hash(password.expose()).await.map(Some),
-                None => Ok(row.password_hash.clone()),
-            }
-        }))
-        .await?;
-        let lines: Vec<u64> = rows.iter().map(|row| row.line).collect();
-        let new_users: Vec<NewUser> = rows
-            .into_iter()
-            .zip(hashes)
-            .map(|(row, password_hash)| NewUser {
-                user: row.user,
-                password_hash,
-                secrets: Default::default(),
-            })
-            .collect();
-
-        let tx = self.store.begin().await?;
-        let inserted = store::users::insert_many(&tx, principal.tenant_id, &new_users).await?;
-        tracing::debug!(inserted = inserted.len(), took = ?started.elapsed(), "import inserted");
-        if inserted.len() < new_users.len() {
-            let skipped: Vec<(u64, &User)> = lines
-                .iter()
-                .zip(&new_users)
-                .filter(|(_, new)| !inserted.contains(&new.user.id))
-                .map(|(line, new)| (*line, &new.user))
-                .collect();
-            let taken = taken_logins(&tx, principal.tenant_id, &skipped).await?;
-            errors.extend(skipped.iter().map(|&(line, _)| {
-                taken.get(&line).cloned().unwrap_or_else(|| ImportError {
-                    line,
-                    column: "email".into(),
-                    message: "email is already taken in this account".into(),
-                })
-            }));
+            errors.extend(taken.into_values());
             report.set_errors(errors);
-            if !options.skip_invalid_rows {
-                // Nothing is written: the transaction rolls back when dropped.
-                return Ok(report);
-            }
-        }
-        let new_users: Vec<NewUser> = new_users
-            .into_iter()
-            .filter(|new| inserted.contains(&new.user.id))
-            .collect();
-        if new_users.is_empty() {
+            return Ok(report);
+        };
+        errors.extend(taken_in_tx);
+        report.set_errors(errors);
+        if created.is_empty() {
             return Ok(report);
         }
 
         // The emails are queued as one batch: each token and message is made afterwards, a chunk
         // per transaction (see `send_invitation_batches`).
         if !options.suppress_emails {
-            let ids: Vec<UserId> = new_users.iter().map(|new| new.user.id).collect();
+            let ids: Vec<UserId> = created.iter().map(|new| new.user.id).collect();
             store::invitations::insert(&tx, principal.tenant_id, &ids, now).await?;
         }
-        report.created = new_users.len() as u64;
+        report.created = created.len() as u64;
         self.record(
             &tx,
             NewActivity {
@@ -236,6 +227,59 @@ impl App {
         }
         tracing::info!(tenant_id = %principal.tenant_id, created = report.created, "users imported");
         Ok(report)
+    }
+
+    /// Inserts a chunk of good rows (hashing clear-text passwords, as many at once as the hasher
+    /// allows); the users created, and an error for each row whose login the database found
+    /// taken (the unique indexes tell, as it inserts: one pass instead of a lookup and then an
+    /// insert).
+    async fn insert_chunk(
+        &self,
+        tx: &store::Tx,
+        tenant_id: TenantId,
+        rows: &[Row],
+    ) -> Result<(Vec<NewUser>, Vec<ImportError>)> {
+        let hashes = futures::future::try_join_all(rows.iter().map(|row| async {
+            match &row.password {
+                Some(password) => self.passwords.hash(password.expose()).await.map(Some),
+                None => Ok(row.password_hash.clone()),
+            }
+        }))
+        .await?;
+        let new_users: Vec<NewUser> = rows
+            .iter()
+            .zip(hashes)
+            .map(|(row, password_hash)| NewUser {
+                user: row.user.clone(),
+                password_hash,
+                secrets: Default::default(),
+            })
+            .collect();
+        let inserted = store::users::insert_many(tx, tenant_id, &new_users).await?;
+        if inserted.len() == new_users.len() {
+            return Ok((new_users, Vec::new()));
+        }
+        let skipped: Vec<(u64, &User)> = rows
+            .iter()
+            .filter(|row| !inserted.contains(&row.user.id))
+            .map(|row| (row.line, &row.user))
+            .collect();
+        let taken = taken_logins(tx, tenant_id, &skipped).await?;
+        let errors = skipped
+            .iter()
+            .map(|&(line, _)| {
+                taken.get(&line).cloned().unwrap_or_else(|| ImportError {
+                    line,
+                    column: "email".into(),
+                    message: "email is already taken in this account".into(),
+                })
+            })
+            .collect();
+        let created = new_users
+            .into_iter()
+            .filter(|new| inserted.contains(&new.user.id))
+            .collect();
+        Ok((created, errors))
     }
 
     /// Makes the tokens and messages of the queued invitation batches, [`INVITATION_CHUNK`] users
@@ -395,7 +439,8 @@ fn parse(
     now: chrono::DateTime<chrono::Utc>,
     report: &mut ImportReport,
     errors: &mut Vec<ImportError>,
-) -> Result<Vec<Row>> {
+    mut emit: impl FnMut(Vec<Row>, usize) -> bool,
+) -> Result<()> {
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .flexible(false)
@@ -435,7 +480,7 @@ fn parse(
         ));
     }
 
-    let mut rows = Vec::new();
+    let mut rows = Vec::with_capacity(PARSED_CHUNK);
     let mut seen_emails: HashMap<String, u64> = HashMap::new();
     let mut seen_usernames: HashMap<String, u64> = HashMap::new();
     for record in reader.records() {
@@ -642,6 +687,17 @@ fn parse(
             password,
             password_hash,
         });
+        if rows.len() == PARSED_CHUNK
+            && !emit(
+                std::mem::replace(&mut rows, Vec::with_capacity(PARSED_CHUNK)),
+                errors.len(),
+            )
+        {
+            return Ok(());
+        }
     }
-    Ok(rows)
+    if !rows.is_empty() {
+        emit(rows, errors.len());
+    }
+    Ok(())
 }

@@ -1432,7 +1432,9 @@ async fn a_users_rows_are_tied_to_their_account_in_the_database() {
     let add_role = |tenant: &str| {
         Statement::from_sql_and_values(
             backend,
-            format!("INSERT INTO user_roles (tenant_id, user_id, role) VALUES ({p1}, {p2}, 'ORDERS')"),
+            format!(
+                "INSERT INTO user_roles (tenant_id, user_id, role) VALUES ({p1}, {p2}, 'ORDERS')"
+            ),
             [uuid(tenant), uuid(&bob.user_id)],
         )
     };

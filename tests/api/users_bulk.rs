@@ -37,6 +37,76 @@ eve@acme.test,Eve,Eve,TECH_CONFIG,,
 fay@acme.test,Fay,Eff,FINANCE,Corr3ct-Horse-Battery,
 ";
 
+/// Rows are inserted in chunks while the rest of the file is read: a bad row, or a login taken
+/// in the account, after the first chunks still leaves nothing written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_problem_late_in_a_large_file_undoes_the_rows_already_inserted() {
+    let app = spawn_app().await;
+    let acme = org(&app, "Acme", "ann@acme.test").await;
+    let before = count(&app, acme.token()).await;
+    let good_rows = 45_000;
+    let file = |last: &str| {
+        let mut csv = String::from("email,first_name,last_name,roles\n");
+        for i in 0..good_rows {
+            csv.push_str(&format!("r{i}@acme.test,Row,Number{i},REPORTS\n"));
+        }
+        csv.push_str(last);
+        csv
+    };
+    let no_mail = ImportOptions {
+        suppress_emails: true,
+        ..Default::default()
+    };
+    let last_line = good_rows as i64 + 2;
+
+    let report = import(
+        &app,
+        acme.token(),
+        &file("late@acme.test,Late,Row,NO_SUCH_ROLE\n"),
+        1 << 20,
+        no_mail,
+    )
+    .await
+    .expect("import answers");
+    assert_eq!((report.created, report.invalid), (0, 1));
+    assert_eq!(
+        import_errors(&report),
+        vec![(last_line, "roles".to_owned())]
+    );
+    assert_eq!(count(&app, acme.token()).await, before);
+
+    let report = import(
+        &app,
+        acme.token(),
+        &file("ann@acme.test,Ann,Again,REPORTS\n"),
+        1 << 20,
+        no_mail,
+    )
+    .await
+    .expect("import answers");
+    assert_eq!((report.created, report.invalid), (0, 1));
+    assert_eq!(
+        import_errors(&report),
+        vec![(last_line, "email".to_owned())]
+    );
+    assert_eq!(count(&app, acme.token()).await, before);
+
+    let report = import(
+        &app,
+        acme.token(),
+        &file("late@acme.test,Late,Row,NO_SUCH_ROLE\n"),
+        1 << 20,
+        ImportOptions {
+            skip_invalid_rows: true,
+            ..no_mail
+        },
+    )
+    .await
+    .expect("import answers");
+    assert_eq!((report.created, report.invalid), (good_rows as i64, 1));
+    assert_eq!(count(&app, acme.token()).await, before + good_rows as i64);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_with_bad_rows_reports_each_by_line_and_column_and_writes_nothing() {
     let app = spawn_app().await;
