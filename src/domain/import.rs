@@ -6,7 +6,7 @@
 //! `caller_id_number`. A row without a password or hash is invited by email.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -156,26 +156,34 @@ impl App {
             })
         };
 
-        // Every good row (to report taken logins if nothing is written), and the chunks
-        // inserted so far with the logins the database found taken.
-        let mut rows: Vec<Row> = Vec::new();
-        let mut created: Vec<NewUser> = Vec::new();
+        // Every good row (to report taken logins if nothing is written), the users created so
+        // far, and the rows whose logins the database found taken.
+        let mut good_rows: Vec<(u64, User)> = Vec::new();
+        let mut created: Vec<UserId> = Vec::new();
         let mut taken_in_tx: Vec<ImportError> = Vec::new();
         let mut tx = None;
         while let Some(chunk) = parsed.recv().await {
             let may_write = !options.dry_run
                 && (options.skip_invalid_rows || !bad_row_seen.load(Ordering::Relaxed))
                 && taken_in_tx.is_empty();
-            if may_write {
-                let tx = match &mut tx {
-                    Some(tx) => tx,
-                    None => tx.insert(self.store.begin().await?),
-                };
-                let (inserted, taken) = self.insert_chunk(tx, principal.tenant_id, &chunk).await?;
-                created.extend(inserted);
-                taken_in_tx.extend(taken);
+            if !may_write {
+                good_rows.extend(chunk.into_iter().map(|row| (row.line, row.user)));
+                continue;
             }
-            rows.extend(chunk);
+            let tx = match &mut tx {
+                Some(tx) => tx,
+                None => tx.insert(self.store.begin().await?),
+            };
+            let (inserted, taken, users) =
+                self.insert_chunk(tx, principal.tenant_id, chunk).await?;
+            created.extend(
+                users
+                    .iter()
+                    .map(|(_, user)| user.id)
+                    .filter(|id| inserted.contains(id)),
+            );
+            taken_in_tx.extend(taken);
+            good_rows.extend(users);
         }
         let (mut report, mut errors) = parser
             .await
@@ -188,7 +196,7 @@ impl App {
             // Nothing is written (a transaction begun rolls back when dropped): every problem
             // is reported at once, the logins already taken in the account among them.
             let lines_and_users: Vec<(u64, &User)> =
-                rows.iter().map(|row| (row.line, &row.user)).collect();
+                good_rows.iter().map(|(line, user)| (*line, user)).collect();
             let taken =
                 taken_logins(self.store.db(), principal.tenant_id, &lines_and_users).await?;
             errors.extend(taken.into_values());
@@ -204,8 +212,7 @@ impl App {
         // The emails are queued as one batch: each token and message is made afterwards, a chunk
         // per transaction (see `send_invitation_batches`).
         if !options.suppress_emails {
-            let ids: Vec<UserId> = created.iter().map(|new| new.user.id).collect();
-            store::invitations::insert(&tx, principal.tenant_id, &ids, now).await?;
+            store::invitations::insert(&tx, principal.tenant_id, &created, now).await?;
         }
         report.created = created.len() as u64;
         self.record(
@@ -230,15 +237,15 @@ impl App {
     }
 
     /// Inserts a chunk of good rows (hashing clear-text passwords, as many at once as the hasher
-    /// allows); the users created, and an error for each row whose login the database found
+    /// allows). Returns the ids inserted, an error for each row whose login the database found
     /// taken (the unique indexes tell, as it inserts: one pass instead of a lookup and then an
-    /// insert).
+    /// insert), and the rows' users, by line.
     async fn insert_chunk(
         &self,
         tx: &store::Tx,
         tenant_id: TenantId,
-        rows: &[Row],
-    ) -> Result<(Vec<NewUser>, Vec<ImportError>)> {
+        rows: Vec<Row>,
+    ) -> Result<(HashSet<UserId>, Vec<ImportError>, Vec<(u64, User)>)> {
         let hashes = futures::future::try_join_all(rows.iter().map(|row| async {
             match &row.password {
                 Some(password) => self.passwords.hash(password.expose()).await.map(Some),
@@ -246,23 +253,28 @@ impl App {
             }
         }))
         .await?;
+        let lines: Vec<u64> = rows.iter().map(|row| row.line).collect();
         let new_users: Vec<NewUser> = rows
-            .iter()
+            .into_iter()
             .zip(hashes)
             .map(|(row, password_hash)| NewUser {
-                user: row.user.clone(),
+                user: row.user,
                 password_hash,
                 secrets: Default::default(),
             })
             .collect();
         let inserted = store::users::insert_many(tx, tenant_id, &new_users).await?;
-        if inserted.len() == new_users.len() {
-            return Ok((new_users, Vec::new()));
+        let users: Vec<(u64, User)> = lines
+            .into_iter()
+            .zip(new_users.into_iter().map(|new| new.user))
+            .collect();
+        if inserted.len() == users.len() {
+            return Ok((inserted, Vec::new(), users));
         }
-        let skipped: Vec<(u64, &User)> = rows
+        let skipped: Vec<(u64, &User)> = users
             .iter()
-            .filter(|row| !inserted.contains(&row.user.id))
-            .map(|row| (row.line, &row.user))
+            .filter(|(_, user)| !inserted.contains(&user.id))
+            .map(|(line, user)| (*line, user))
             .collect();
         let taken = taken_logins(tx, tenant_id, &skipped).await?;
         let errors = skipped
@@ -275,11 +287,7 @@ impl App {
                 })
             })
             .collect();
-        let created = new_users
-            .into_iter()
-            .filter(|new| inserted.contains(&new.user.id))
-            .collect();
-        Ok((created, errors))
+        Ok((inserted, errors, users))
     }
 
     /// Makes the tokens and messages of the queued invitation batches, [`INVITATION_CHUNK`] users
