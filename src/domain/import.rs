@@ -44,6 +44,8 @@ type Compose = fn(&str, &str, &str, &str, i64) -> mail::Mail;
 const PARSED_CHUNK: usize = 20_000;
 /// Users whose invitation tokens and messages are made in one transaction.
 const INVITATION_CHUNK: usize = 2_000;
+/// An import creating at least this many users refreshes the database's statistics after it.
+pub const ANALYZE_AFTER_USERS: u64 = 10_000;
 
 const COLUMNS: &[&str] = &[
     "email",
@@ -231,6 +233,19 @@ impl App {
         self.store.commit(tx).await?;
         if !options.suppress_emails {
             self.invitations_queued();
+        }
+        if report.created >= ANALYZE_AFTER_USERS {
+            // After the answer: the statistics help the next queries, not this call.
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                match store.refresh_user_statistics().await {
+                    Ok(()) => {
+                        tracing::debug!(took = ?started.elapsed(), "user statistics refreshed")
+                    }
+                    Err(err) => tracing::warn!(error = %err, "refreshing user statistics failed"),
+                }
+            });
         }
         tracing::info!(tenant_id = %principal.tenant_id, created = report.created, "users imported");
         Ok(report)

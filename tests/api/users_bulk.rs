@@ -107,6 +107,56 @@ async fn a_problem_late_in_a_large_file_undoes_the_rows_already_inserted() {
     assert_eq!(count(&app, acme.token()).await, before + good_rows as i64);
 }
 
+/// A large import refreshes PostgreSQL's statistics of the users (autovacuum would not, below a
+/// tenth of the table), so that the account's next queries are planned for its new size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_import_refreshes_the_databases_statistics_of_the_users() {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    let app = spawn_app().await;
+    if !app.postgres {
+        eprintln!("note: SQLite plans without statistics; skipped on SQLite");
+        return;
+    }
+    let acme = org(&app, "Acme", "ann@acme.test").await;
+    let db = app.database().await;
+    // Analyses asked for (not autovacuum's, which count apart), of the users and their roles.
+    let analyses = || async {
+        let row = db
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT COALESCE(SUM(analyze_count), 0)::bigint AS n FROM pg_stat_user_tables \
+                 WHERE relname IN ('users', 'user_roles')",
+            ))
+            .await
+            .expect("read the statistics views")
+            .expect("one row");
+        row.try_get::<i64>("", "n").expect("a count")
+    };
+    let before = analyses().await;
+    let rows = roster::domain::import::ANALYZE_AFTER_USERS;
+    let mut csv = String::from("email,first_name,last_name,roles\n");
+    for i in 0..rows {
+        csv.push_str(&format!("s{i}@acme.test,Stat,Row{i},REPORTS\n"));
+    }
+    let no_mail = ImportOptions {
+        suppress_emails: true,
+        ..Default::default()
+    };
+    let report = import(&app, acme.token(), &csv, 1 << 20, no_mail)
+        .await
+        .expect("import answers");
+    assert_eq!(report.created, rows as i64);
+    let mut after = analyses().await;
+    for _ in 0..100 {
+        if after >= before + 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = analyses().await;
+    }
+    assert_eq!(after, before + 2, "users and user_roles analysed once each");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_with_bad_rows_reports_each_by_line_and_column_and_writes_nothing() {
     let app = spawn_app().await;
