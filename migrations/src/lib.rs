@@ -13,6 +13,7 @@ mod m20261123_000011_mass_updates;
 mod m20261123_000012_invitation_batches;
 mod m20261123_000013_outbox_priority;
 mod m20261123_000014_tenant_scoped_references;
+mod m20261123_000015_role_changes;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000012_invitation_batches::Migration),
             Box::new(m20261123_000013_outbox_priority::Migration),
             Box::new(m20261123_000014_tenant_scoped_references::Migration),
+            Box::new(m20261123_000015_role_changes::Migration),
         ]
     }
 }

@@ -7,12 +7,12 @@ use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, Condition, DbBackend, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
     QuerySelect, QueryTrait, SqlErr, Statement, Value,
-    sea_query::{Expr, ExprTrait, Func, LikeExpr, OnConflict, Query, SimpleExpr, UnionType},
+    sea_query::{Alias, Expr, ExprTrait, Func, LikeExpr, OnConflict, Query, SimpleExpr, UnionType},
 };
 
 use super::{
     Conn,
-    entity::{action_token, team, team_member, tenant, user, user_role, user_tag},
+    entity::{action_token, role_change, team, team_member, tenant, user, user_role, user_tag},
 };
 use crate::model::{
     DialerProfile, Email, Error, Login, MatchMode, Membership, PersonName, ProfileSecrets, Result,
@@ -362,37 +362,55 @@ pub async fn add_tags(
     ids: &[UserId],
     tags: &[String],
 ) -> Result<()> {
-    for tag in tags {
+    add_to_users(db, "user_tags", "tag", tenant_id, ids, tags).await
+}
+
+/// Gives each of the users each of `values` in `table`, a table keyed by (tenant, user, value)
+/// (their roles or tags), passing over the pairs already there: one `INSERT ... ON CONFLICT DO
+/// NOTHING` per chunk, which the primary key checks as it inserts (no read first).
+async fn add_to_users(
+    db: &impl Conn,
+    table: &str,
+    column: &str,
+    tenant_id: TenantId,
+    ids: &[UserId],
+    values: &[String],
+) -> Result<()> {
+    if ids.is_empty() || values.is_empty() {
+        return Ok(());
+    }
+    if db.get_database_backend() == DbBackend::Postgres {
+        let sql = format!(
+            "INSERT INTO {table} (tenant_id, user_id, {column}) SELECT $1, u.id, v.value \
+             FROM unnest($2::uuid[]) AS u(id) CROSS JOIN unnest($3::text[]) AS v(value) \
+             ON CONFLICT DO NOTHING"
+        );
+        for chunk in ids.chunks(super::ids_per_statement(db)) {
+            let chunk: Vec<uuid::Uuid> = chunk.iter().map(|id| id.0).collect();
+            db.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                &sql,
+                [tenant_id.0.into(), chunk.into(), values.to_vec().into()],
+            ))
+            .await?;
+        }
+        return Ok(());
+    }
+    for value in values {
         for chunk in ids.chunks(CHUNK) {
-            let have: HashSet<uuid::Uuid> = user_tag::Entity::find()
-                .select_only()
-                .column(user_tag::Column::UserId)
-                .filter(user_tag::Column::TenantId.eq(tenant_id.0))
-                .filter(user_tag::Column::Tag.eq(tag.as_str()))
-                .filter(super::one_of(
-                    db,
-                    user_tag::Column::UserId,
-                    chunk.iter().map(|id| id.0),
-                ))
-                .into_tuple()
-                .all(db)
-                .await?
-                .into_iter()
-                .collect();
-            let missing: Vec<user_tag::ActiveModel> = chunk
-                .iter()
-                .filter(|id| !have.contains(&id.0))
-                .map(|id| user_tag::ActiveModel {
-                    tenant_id: Set(tenant_id.0),
-                    user_id: Set(id.0),
-                    tag: Set(tag.clone()),
-                })
-                .collect();
-            if !missing.is_empty() {
-                user_tag::Entity::insert_many(missing)
-                    .exec_without_returning(db)
-                    .await?;
+            let mut insert = Query::insert();
+            insert
+                .into_table(Alias::new(table))
+                .columns([
+                    Alias::new("tenant_id"),
+                    Alias::new("user_id"),
+                    Alias::new(column),
+                ])
+                .on_conflict(OnConflict::new().do_nothing().to_owned());
+            for id in chunk {
+                insert.values_panic([tenant_id.0.into(), id.0.into(), value.as_str().into()]);
             }
+            db.execute(&insert).await?;
         }
     }
     Ok(())
@@ -427,38 +445,59 @@ pub async fn mark_roles_changed(
     ids: &[UserId],
     now: DateTime<Utc>,
 ) -> Result<()> {
-    for chunk in ids.chunks(CHUNK) {
-        user::Entity::update_many()
-            .col_expr(user::Column::RolesChangedAt, Expr::value(now))
-            .filter(user::Column::TenantId.eq(tenant_id.0))
-            .filter(super::one_of(
-                db,
-                user::Column::Id,
-                chunk.iter().map(|id| id.0),
+    // A statement may change a row once only.
+    let mut ids: Vec<uuid::Uuid> = ids.iter().map(|id| id.0).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if db.get_database_backend() == DbBackend::Postgres {
+        const MARK: &str = "INSERT INTO role_changes (tenant_id, user_id, changed_at) \
+            SELECT $1, u.id, $3 FROM unnest($2::uuid[]) AS u(id) \
+            ON CONFLICT (tenant_id, user_id) DO UPDATE SET changed_at = EXCLUDED.changed_at";
+        for chunk in ids.chunks(super::ids_per_statement(db)) {
+            db.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                MARK,
+                [tenant_id.0.into(), chunk.to_vec().into(), now.into()],
             ))
-            .exec(db)
             .await?;
+        }
+        return Ok(());
+    }
+    for chunk in ids.chunks(CHUNK) {
+        role_change::Entity::insert_many(chunk.iter().map(|id| role_change::ActiveModel {
+            tenant_id: Set(tenant_id.0),
+            user_id: Set(*id),
+            changed_at: Set(now),
+        }))
+        .on_conflict(
+            OnConflict::columns([role_change::Column::TenantId, role_change::Column::UserId])
+                .update_column(role_change::Column::ChangedAt)
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
     }
     Ok(())
 }
 
-/// Users whose roles changed after `since`, to seed the current grants at start.
+/// Users whose roles changed after `since`, to seed the current grants at start (a range of the
+/// `role_changes_changed_at` index).
 pub async fn roles_changed_since(
     db: &impl Conn,
     since: DateTime<Utc>,
 ) -> Result<Vec<(TenantId, UserId, DateTime<Utc>)>> {
-    let rows: Vec<(uuid::Uuid, uuid::Uuid, Option<DateTime<Utc>>)> = user::Entity::find()
+    let rows: Vec<(uuid::Uuid, uuid::Uuid, DateTime<Utc>)> = role_change::Entity::find()
         .select_only()
-        .column(user::Column::TenantId)
-        .column(user::Column::Id)
-        .column(user::Column::RolesChangedAt)
-        .filter(user::Column::RolesChangedAt.gt(since))
+        .column(role_change::Column::TenantId)
+        .column(role_change::Column::UserId)
+        .column(role_change::Column::ChangedAt)
+        .filter(role_change::Column::ChangedAt.gt(since))
         .into_tuple()
         .all(db)
         .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(tenant, id, at)| at.map(|at| (TenantId(tenant), UserId(id), at)))
+        .map(|(tenant, id, at)| (TenantId(tenant), UserId(id), at))
         .collect())
 }
 
@@ -530,7 +569,6 @@ fn active_model(new: &NewUser) -> Result<user::ActiveModel> {
             .as_ref()
             .map(|s| s.expose().to_owned())),
         token_generation: Set(0),
-        roles_changed_at: Set(None),
     })
 }
 
@@ -770,40 +808,7 @@ pub async fn add_roles(
     ids: &[UserId],
     roles: &[String],
 ) -> Result<()> {
-    for role in roles {
-        for chunk in ids.chunks(CHUNK) {
-            let have: HashSet<uuid::Uuid> = user_role::Entity::find()
-                .select_only()
-                .column(user_role::Column::UserId)
-                .filter(user_role::Column::TenantId.eq(tenant_id.0))
-                .filter(user_role::Column::Role.eq(role.as_str()))
-                .filter(super::one_of(
-                    db,
-                    user_role::Column::UserId,
-                    chunk.iter().map(|id| id.0),
-                ))
-                .into_tuple()
-                .all(db)
-                .await?
-                .into_iter()
-                .collect();
-            let missing: Vec<user_role::ActiveModel> = chunk
-                .iter()
-                .filter(|id| !have.contains(&id.0))
-                .map(|id| user_role::ActiveModel {
-                    tenant_id: Set(tenant_id.0),
-                    user_id: Set(id.0),
-                    role: Set(role.clone()),
-                })
-                .collect();
-            if !missing.is_empty() {
-                user_role::Entity::insert_many(missing)
-                    .exec_without_returning(db)
-                    .await?;
-            }
-        }
-    }
-    Ok(())
+    add_to_users(db, "user_roles", "role", tenant_id, ids, roles).await
 }
 
 /// Removes `roles` from many users.

@@ -936,6 +936,47 @@ async fn mass_deletion_removes_the_selected_users_and_ends_their_sessions() {
     );
 }
 
+/// A restart reads back the role changes younger than an access token, mass ones included, so
+/// the tokens issued before them keep following the users' roles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mass_role_change_still_reaches_older_tokens_after_a_restart() {
+    let app = spawn_app().await;
+    let c = crowd(&app).await;
+    let reporters = by_filter(pb::UserFilter {
+        roles: roles(&["REPORTS"]),
+        ..Default::default()
+    });
+    let response = bulk(
+        &app,
+        &c.admin.access_token,
+        request(
+            reporters,
+            pb::BulkAction::AssignRoles,
+            &["TECH_CONFIG"],
+            false,
+        ),
+    )
+    .await
+    .expect("assign");
+    assert_eq!(response.affected, 2);
+
+    let app = app.restart().await;
+    for session in &c.plain[2..] {
+        assert_eq!(
+            principal(&app, &session.access_token).await.roles,
+            roles(&["REPORTS", "TECH_CONFIG"]),
+            "{} after the restart",
+            session.email
+        );
+    }
+    for session in &c.plain[..2] {
+        assert_eq!(
+            principal(&app, &session.access_token).await.roles,
+            roles(&["ORDERS"])
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mass_role_assignment_and_removal_change_roles_and_refresh_permissions() {
     let app = spawn_app().await;

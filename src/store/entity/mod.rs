@@ -6,6 +6,7 @@ pub mod backup_code;
 pub mod invitation_batch;
 pub mod outbox;
 pub mod role;
+pub mod role_change;
 pub mod server_key;
 pub mod session;
 pub mod team;

@@ -22,7 +22,6 @@ pub struct Model {
     pub caldav_token: Option<String>,
     pub pbx_password: Option<String>,
     pub token_generation: i64,
-    pub roles_changed_at: Option<DateTimeUtc>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}
