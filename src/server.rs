@@ -159,6 +159,7 @@ pub async fn build_app(
     // Role changes younger than an access token must keep overriding the roles inside tokens.
     let mut changed: std::collections::HashMap<crate::model::TenantId, Vec<crate::model::UserId>> =
         std::collections::HashMap::new();
+    store::users::forget_role_changes_before(app.store.db(), now - access_ttl).await?;
     for (tenant, user, _) in
         store::users::roles_changed_since(app.store.db(), now - access_ttl).await?
     {

@@ -9,6 +9,12 @@
 //! change of 100,000 users would no longer be written in place). In `role_changes` the lookup
 //! is a range of its index, and a mass role change writes 100,000 narrow rows instead of
 //! updating 100,000 wide ones.
+//!
+//! The table is a log of recent changes, not a property of the user, so it has no reference to
+//! `users`: the check of one per written row made a mass change cost 60% more than the in-place
+//! update it replaces (1.3-1.6 s against 0.8 s per 100,000 rows, measured on the 1,000,000-user
+//! account), while a row left by a deleted user does no harm (their tokens are revoked) and
+//! goes at the next start, which forgets the changes older than an access token.
 
 use sea_orm_migration::{prelude::*, schema::*};
 
@@ -31,12 +37,6 @@ impl MigrationTrait for Migration {
                     .col(uuid("user_id"))
                     .col(timestamp_with_time_zone("changed_at"))
                     .primary_key(Index::create().col("tenant_id").col("user_id"))
-                    .foreign_key(
-                        ForeignKey::create()
-                            .from("role_changes", ("tenant_id", "user_id"))
-                            .to("users", ("tenant_id", "id"))
-                            .on_delete(ForeignKeyAction::Cascade),
-                    )
                     .to_owned(),
             )
             .await?;
