@@ -166,7 +166,7 @@ pub async fn build_app(
         changed.entry(tenant).or_default().push(user);
     }
     for (tenant, users) in changed {
-        app.regrant(tenant, &users).await?;
+        app.reload_grants(tenant, &users).await?;
     }
     Ok(app)
 }

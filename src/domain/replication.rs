@@ -9,7 +9,7 @@
 //! - SQLite (one process): the feed tails the activity table after each write; one connection
 //!   serialises the transactions, so ids grow in commit order and the tail misses nothing.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -21,7 +21,7 @@ use super::{
     tokens::{CurrentGrant, RevocationEvent, Revocations},
 };
 use crate::{
-    model::{ActivityRecord, Result, SessionId, UserId},
+    model::{ActivityRecord, Result, SessionId, TenantId, UserId},
     store::{
         self, Store, Touched,
         activity::Announcement,
@@ -35,6 +35,8 @@ pub const RESYNC_EVERY: Duration = Duration::from_secs(15);
 const TAIL_BATCH: u64 = 500;
 /// Ids in one revocation notification (keeps payloads under PostgreSQL's 8,000 bytes).
 const IDS_PER_MESSAGE: usize = 120;
+/// Users in one grant notification, which also carries the roles and permissions.
+const GRANTEES_PER_MESSAGE: usize = 60;
 
 /// Loads the revocations younger than `since` into `revocations` (at start, and to catch up).
 pub async fn load_revocations(
@@ -81,7 +83,11 @@ struct RevocationMessage {
 
 #[derive(Debug, Serialize, Deserialize)]
 struct GrantMessage {
+    /// The first user given the grant (the one replicas of earlier versions read).
     u: Uuid,
+    /// The other users given the same grant.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    m: Vec<Uuid>,
     r: Vec<String>,
     p: Vec<String>,
     o: bool,
@@ -114,15 +120,19 @@ fn encode(origin: Uuid, event: &RevocationEvent) -> Vec<String> {
                 ..message(at)
             })
             .collect(),
-        RevocationEvent::Grant(user, grant) => vec![RevocationMessage {
-            g: Some(GrantMessage {
-                u: user.0,
-                r: grant.roles.clone(),
-                p: grant.permissions.clone(),
-                o: grant.is_owner,
-            }),
-            ..message(&grant.at)
-        }],
+        RevocationEvent::Grants(users, grant) => users
+            .chunks(GRANTEES_PER_MESSAGE)
+            .map(|chunk| RevocationMessage {
+                g: Some(GrantMessage {
+                    u: chunk[0].0,
+                    m: chunk[1..].iter().map(|user| user.0).collect(),
+                    r: grant.roles.clone(),
+                    p: grant.permissions.clone(),
+                    o: grant.is_owner,
+                }),
+                ..message(&grant.at)
+            })
+            .collect(),
     };
     messages
         .iter()
@@ -160,8 +170,12 @@ fn decode(origin: Uuid, payload: &str) -> Vec<RevocationEvent> {
         ));
     }
     if let Some(grant) = message.g {
-        events.push(RevocationEvent::Grant(
-            UserId(grant.u),
+        let users = std::iter::once(grant.u)
+            .chain(grant.m)
+            .map(UserId)
+            .collect();
+        events.push(RevocationEvent::Grants(
+            users,
             CurrentGrant {
                 roles: grant.r,
                 permissions: grant.p,
@@ -290,18 +304,48 @@ async fn listen(app: App, mut listener: Listener, origin: Uuid, mut stop: watch:
     }
 }
 
-/// Reads back revocations made since `since` (with a margin for clock skew between replicas);
-/// returns the instant to catch up from next time.
+/// Reads back revocations and role changes made since `since` (with a margin for clock skew
+/// between replicas); returns the instant to catch up from next time.
 async fn catch_up(app: &App, revocations: &Revocations, since: DateTime<Utc>) -> DateTime<Utc> {
     let now = app.clock.now();
     let from = since - chrono::Duration::seconds(30);
-    match load_revocations(&app.store, revocations, from, now).await {
+    let caught_up = async {
+        load_revocations(&app.store, revocations, from, now).await?;
+        catch_up_on_grants(app, revocations, from).await
+    };
+    match caught_up.await {
         Ok(()) => now,
         Err(err) => {
             tracing::warn!(error = %err, "catching up on revocations failed");
             since
         }
     }
+}
+
+/// Re-reads the roles of the users whose roles changed since `from` and whose change no grant
+/// here covers yet (its notification was lost): grants made on another replica carry its time
+/// of the change or later, so the users heard of are passed over.
+async fn catch_up_on_grants(
+    app: &App,
+    revocations: &Revocations,
+    from: DateTime<Utc>,
+) -> Result<()> {
+    let mut missed: HashMap<TenantId, Vec<UserId>> = HashMap::new();
+    for (tenant, user, changed_at) in
+        store::users::roles_changed_since(app.store.db(), from).await?
+    {
+        if revocations
+            .granted_at(user)
+            .is_none_or(|granted| granted < changed_at)
+        {
+            missed.entry(tenant).or_default().push(user);
+        }
+    }
+    for (tenant, users) in missed {
+        tracing::info!(tenant_id = %tenant, users = users.len(), "role changes caught up");
+        app.reload_grants(tenant, &users).await?;
+    }
+    Ok(())
 }
 
 /// Hands an announced record to this replica's watchers.
@@ -420,8 +464,8 @@ mod tests {
         assert!(decode(here, &payloads[0]).is_empty());
 
         let user = UserId::new();
-        let grant = RevocationEvent::Grant(
-            user,
+        let grant = RevocationEvent::Grants(
+            vec![user],
             CurrentGrant {
                 roles: vec!["REPORTS".into()],
                 permissions: vec!["reports.run".into()],
@@ -430,6 +474,38 @@ mod tests {
             },
         );
         assert_eq!(decode(there, &encode(here, &grant)[0]), vec![grant]);
+
+        // A mass change: one grant for many users, in messages of a bounded size.
+        let grantees: Vec<UserId> = (0..150).map(|_| UserId::new()).collect();
+        let everything: Vec<String> = crate::model::ALL_PERMISSIONS
+            .iter()
+            .map(|(name, _)| (*name).to_owned())
+            .collect();
+        let grant = CurrentGrant {
+            roles: (0..20)
+                .map(|i| format!("custom_role_with_a_long_key_{i:02}"))
+                .collect(),
+            permissions: everything,
+            is_owner: false,
+            at,
+        };
+        let payloads = encode(
+            here,
+            &RevocationEvent::Grants(grantees.clone(), grant.clone()),
+        );
+        assert_eq!(payloads.len(), 3);
+        assert!(payloads.iter().all(|p| p.len() < notify::MAX_PAYLOAD));
+        let mut received = Vec::new();
+        for event in payloads.iter().flat_map(|p| decode(there, p)) {
+            match event {
+                RevocationEvent::Grants(users, got) => {
+                    assert_eq!(got, grant);
+                    received.extend(users);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(received, grantees);
         let users = RevocationEvent::Users(vec![(user, 7)], at);
         assert_eq!(decode(there, &encode(here, &users)[0]), vec![users]);
     }

@@ -7,7 +7,7 @@ use serde_json::json;
 use super::{
     App,
     policy::{self, Action, EditScope, UserAction},
-    tokens::CurrentGrant,
+    tokens::{CurrentGrant, RevocationEvent},
 };
 use crate::{
     model::{
@@ -145,8 +145,33 @@ impl App {
         Ok(effective_permissions(&defs, false))
     }
 
-    /// Makes the current roles of `users` bite on their next call, whatever their tokens say.
+    /// Makes the current roles of `users` bite on their next call, whatever their tokens say,
+    /// here and (on PostgreSQL) on the other replicas.
     pub async fn regrant(&self, tenant_id: TenantId, users: &[UserId]) -> Result<()> {
+        for (users, grant) in self.current_grants(tenant_id, users).await? {
+            self.tokens.revocations().regrant(users, grant);
+        }
+        Ok(())
+    }
+
+    /// [`App::regrant`] on this replica only: for role changes read back from the database (at
+    /// start, and when catching up on what notifications may have missed).
+    pub async fn reload_grants(&self, tenant_id: TenantId, users: &[UserId]) -> Result<()> {
+        for (users, grant) in self.current_grants(tenant_id, users).await? {
+            self.tokens
+                .revocations()
+                .apply(RevocationEvent::Grants(users, grant));
+        }
+        Ok(())
+    }
+
+    /// The current grants of `users`, the users who share one together (a mass change gives
+    /// most of them the same roles: one grant to store and to announce, not one per user).
+    async fn current_grants(
+        &self,
+        tenant_id: TenantId,
+        users: &[UserId],
+    ) -> Result<Vec<(Vec<UserId>, CurrentGrant)>> {
         let now = self.clock.now();
         let owner = store::tenants::get(self.store.db(), tenant_id)
             .await?
@@ -156,26 +181,31 @@ impl App {
             .into_iter()
             .map(|role| (role.key.clone(), role))
             .collect();
-        let roles = store::users::roles_of_users(self.store.db(), tenant_id, users).await?;
+        let mut roles = store::users::roles_of_users(self.store.db(), tenant_id, users).await?;
+        let mut groups: HashMap<(Vec<String>, bool), Vec<UserId>> = HashMap::new();
         for user in users {
-            let keys = roles.get(user).cloned().unwrap_or_default();
-            let defs: Vec<RoleDef> = keys
-                .iter()
-                .filter_map(|key| builtin_role(key).or_else(|| custom.get(key).cloned()))
-                .collect();
-            let is_owner = owner == Some(*user);
-            let permissions = effective_permissions(&defs, is_owner);
-            self.tokens.revocations().regrant(
-                *user,
-                CurrentGrant {
+            let keys = roles.remove(user).unwrap_or_default();
+            groups
+                .entry((keys, owner == Some(*user)))
+                .or_default()
+                .push(*user);
+        }
+        Ok(groups
+            .into_iter()
+            .map(|((keys, is_owner), users)| {
+                let defs: Vec<RoleDef> = keys
+                    .iter()
+                    .filter_map(|key| builtin_role(key).or_else(|| custom.get(key).cloned()))
+                    .collect();
+                let grant = CurrentGrant {
+                    permissions: effective_permissions(&defs, is_owner),
                     roles: keys,
-                    permissions,
                     is_owner,
                     at: now,
-                },
-            );
-        }
-        Ok(())
+                };
+                (users, grant)
+            })
+            .collect())
     }
 
     /// The permission catalogue.

@@ -159,7 +159,8 @@ pub struct Revocations {
     users: RwLock<HashMap<UserId, (i64, DateTime<Utc>)>>,
     /// Users whose roles changed since their tokens were issued: their current roles and
     /// permissions replace the ones inside the token, so a change bites on the next call.
-    grants: RwLock<HashMap<UserId, CurrentGrant>>,
+    /// Users given one grant share it.
+    grants: RwLock<HashMap<UserId, Arc<CurrentGrant>>>,
     /// Where revocations made here go to reach the other replicas (PostgreSQL NOTIFY).
     publisher: OnceLock<UnboundedSender<RevocationEvent>>,
 }
@@ -171,8 +172,9 @@ pub enum RevocationEvent {
     Sessions(Vec<SessionId>, DateTime<Utc>),
     /// Users' token generations raised.
     Users(Vec<(UserId, i64)>, DateTime<Utc>),
-    /// A user's roles and permissions changed.
-    Grant(UserId, CurrentGrant),
+    /// These users' roles and permissions changed, to the same grant (a mass change is a few
+    /// of these, one per distinct outcome).
+    Grants(Vec<UserId>, CurrentGrant),
 }
 
 /// A user's roles and permissions as they are now.
@@ -202,7 +204,7 @@ impl Revocations {
         match event {
             RevocationEvent::Sessions(sessions, at) => self.apply_sessions(sessions, at),
             RevocationEvent::Users(users, at) => self.apply_users(users, at),
-            RevocationEvent::Grant(user, grant) => self.apply_grant(user, grant),
+            RevocationEvent::Grants(users, grant) => self.apply_grants(&users, grant),
         }
     }
 
@@ -223,9 +225,12 @@ impl Revocations {
         }
     }
 
-    fn apply_grant(&self, user: UserId, grant: CurrentGrant) {
+    fn apply_grants(&self, users: &[UserId], grant: CurrentGrant) {
+        let grant = Arc::new(grant);
         if let Ok(mut grants) = self.grants.write() {
-            grants.insert(user, grant);
+            for user in users {
+                grants.insert(*user, grant.clone());
+            }
         }
     }
 
@@ -285,13 +290,21 @@ impl Revocations {
         session_revoked || user_revoked
     }
 
-    /// Records a user's new roles and permissions; tokens issued earlier carry them from now on.
-    pub fn regrant(&self, user: UserId, grant: CurrentGrant) {
-        self.apply_grant(user, grant.clone());
-        self.publish(RevocationEvent::Grant(user, grant));
+    /// Records users' new roles and permissions; tokens issued earlier carry them from now on.
+    pub fn regrant(&self, users: Vec<UserId>, grant: CurrentGrant) {
+        if users.is_empty() {
+            return;
+        }
+        self.apply_grants(&users, grant.clone());
+        self.publish(RevocationEvent::Grants(users, grant));
     }
 
-    fn current_grant(&self, user: UserId) -> Option<CurrentGrant> {
+    /// The instant of the grant recorded for `user`, if any.
+    pub fn granted_at(&self, user: UserId) -> Option<DateTime<Utc>> {
+        self.current_grant(user).map(|grant| grant.at)
+    }
+
+    fn current_grant(&self, user: UserId) -> Option<Arc<CurrentGrant>> {
         self.grants
             .read()
             .ok()
@@ -483,8 +496,8 @@ impl TokenIssuer {
             .current_grant(principal.user_id)
             .filter(|current| principal.issued_at <= current.at)
         {
-            principal.roles = current.roles;
-            principal.permissions = current.permissions;
+            principal.roles = current.roles.clone();
+            principal.permissions = current.permissions.clone();
             principal.is_owner = current.is_owner;
         }
         Ok((principal, verified.networks.clone()))
@@ -893,7 +906,7 @@ mod tests {
         let grant = grant();
         let (token, _) = issuer.issue(&grant, now);
         issuer.revocations().regrant(
-            grant.user_id,
+            vec![grant.user_id],
             CurrentGrant {
                 roles: vec![],
                 permissions: vec!["support.contact".into()],

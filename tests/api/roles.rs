@@ -855,6 +855,52 @@ async fn a_role_change_still_reaches_older_tokens_after_a_restart() {
     );
 }
 
+/// A role change whose notification never arrived (a replica that lost its listener, say)
+/// still reaches the user's older token: replicas read recent role changes back from the
+/// database every 15 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_change_whose_notification_was_lost_is_caught_up_from_the_database() {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
+    let app = spawn_app().await;
+    if !app.postgres {
+        eprintln!("note: replicas share a database only on PostgreSQL; skipped on SQLite");
+        return;
+    }
+    let acme = org(&app, "Acme", "ann@acme.test").await;
+    let bob = member(&app, &acme, "bob@acme.test", &["ADMIN"]).await;
+    assert_eq!(principal(&app, &bob.access_token).await.roles, ["ADMIN"]);
+
+    // What another replica's ChangeUserRole writes, without its notification.
+    let db = app.database().await;
+    let uuid = |text: &str| Value::from(uuid::Uuid::parse_str(text).expect("a uuid"));
+    let ids = || [uuid(&acme.account.tenant_id), uuid(&bob.user_id)];
+    for sql in [
+        "UPDATE user_roles SET role = 'REPORTS' WHERE tenant_id = $1 AND user_id = $2",
+        "INSERT INTO role_changes (tenant_id, user_id, changed_at) VALUES ($1, $2, now())",
+    ] {
+        db.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            ids(),
+        ))
+        .await
+        .expect("write the change");
+    }
+    let mut roles = Vec::new();
+    for _ in 0..250 {
+        roles = principal(&app, &bob.access_token).await.roles;
+        if roles == ["REPORTS"] {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(roles, ["REPORTS"], "the older token still says ADMIN");
+    expect_code(
+        get(&app, &bob.access_token, &acme.owner.user_id).await,
+        Code::PermissionDenied,
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_role_change_on_one_replica_reaches_the_users_token_on_another_within_a_second() {
     let app = spawn_app().await;
