@@ -91,7 +91,7 @@ async fn roles_of_many(
     ids: &[uuid::Uuid],
 ) -> Result<HashMap<uuid::Uuid, Vec<String>>> {
     let mut roles: HashMap<uuid::Uuid, Vec<String>> = HashMap::new();
-    for chunk in ids.chunks(CHUNK) {
+    for chunk in ids.chunks(super::ids_per_statement(db)) {
         let rows = user_role::Entity::find()
             .filter(user_role::Column::TenantId.eq(tenant_id.0))
             .filter(super::one_of(
@@ -429,7 +429,7 @@ pub async fn remove_tags(
     ids: &[UserId],
     tags: &[String],
 ) -> Result<()> {
-    for chunk in ids.chunks(CHUNK) {
+    for chunk in ids.chunks(super::ids_per_statement(db)) {
         user_tag::Entity::delete_many()
             .filter(user_tag::Column::TenantId.eq(tenant_id.0))
             .filter(super::one_of(
@@ -833,7 +833,7 @@ pub async fn remove_roles(
     ids: &[UserId],
     roles: &[String],
 ) -> Result<()> {
-    for chunk in ids.chunks(CHUNK) {
+    for chunk in ids.chunks(super::ids_per_statement(db)) {
         user_role::Entity::delete_many()
             .filter(user_role::Column::TenantId.eq(tenant_id.0))
             .filter(super::one_of(
@@ -1186,7 +1186,7 @@ pub async fn admin_grade_holders(
             .map(|role| role.key),
     );
     let mut holders = HashSet::new();
-    for chunk in ids.chunks(CHUNK) {
+    for chunk in ids.chunks(super::ids_per_statement(db)) {
         let found: Vec<uuid::Uuid> = user_role::Entity::find()
             .select_only()
             .column(user_role::Column::UserId)
@@ -1301,7 +1301,7 @@ pub async fn update(
 /// Deletes users of the account (their roles, sessions and tokens go with them).
 pub async fn delete(db: &impl Conn, tenant_id: TenantId, ids: &[UserId]) -> Result<u64> {
     let mut deleted = 0;
-    for chunk in ids.chunks(CHUNK) {
+    for chunk in ids.chunks(super::ids_per_statement(db)) {
         deleted += user::Entity::delete_many()
             .filter(user::Column::TenantId.eq(tenant_id.0))
             .filter(super::one_of(
@@ -1325,7 +1325,7 @@ pub async fn set_status(
     now: DateTime<Utc>,
 ) -> Result<u64> {
     let mut changed = 0;
-    for chunk in ids.chunks(CHUNK) {
+    for chunk in ids.chunks(super::ids_per_statement(db)) {
         changed += user::Entity::update_many()
             .col_expr(user::Column::Status, Expr::value(status.as_str()))
             .col_expr(user::Column::UpdatedAt, Expr::value(now))
