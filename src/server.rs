@@ -157,17 +157,8 @@ pub async fn build_app(
         cache: Arc::default(),
     };
     // Role changes younger than an access token must keep overriding the roles inside tokens.
-    let mut changed: std::collections::HashMap<crate::model::TenantId, Vec<crate::model::UserId>> =
-        std::collections::HashMap::new();
     store::users::forget_role_changes_before(app.store.db(), now - access_ttl).await?;
-    for (tenant, user, _) in
-        store::users::roles_changed_since(app.store.db(), now - access_ttl).await?
-    {
-        changed.entry(tenant).or_default().push(user);
-    }
-    for (tenant, users) in changed {
-        app.reload_grants(tenant, &users).await?;
-    }
+    replication::catch_up_on_grants(&app, app.tokens.revocations(), now - access_ttl).await?;
     Ok(app)
 }
 

@@ -323,9 +323,10 @@ async fn catch_up(app: &App, revocations: &Revocations, since: DateTime<Utc>) ->
 }
 
 /// Re-reads the roles of the users whose roles changed since `from` and whose change no grant
-/// here covers yet (its notification was lost): grants made on another replica carry its time
-/// of the change or later, so the users heard of are passed over.
-async fn catch_up_on_grants(
+/// here covers yet (at start, all of them; later, those whose notification was lost): grants
+/// made on another replica carry its time of the change or later, so the users heard of are
+/// passed over.
+pub async fn catch_up_on_grants(
     app: &App,
     revocations: &Revocations,
     from: DateTime<Utc>,
@@ -342,7 +343,7 @@ async fn catch_up_on_grants(
         }
     }
     for (tenant, users) in missed {
-        tracing::info!(tenant_id = %tenant, users = users.len(), "role changes caught up");
+        tracing::info!(tenant_id = %tenant, users = users.len(), "role changes read back");
         app.reload_grants(tenant, &users).await?;
     }
     Ok(())

@@ -495,8 +495,8 @@ pub async fn forget_role_changes_before(db: &impl Conn, before: DateTime<Utc>) -
     Ok(())
 }
 
-/// Users whose roles changed after `since`, to seed the current grants at start (a range of the
-/// `role_changes_changed_at` index).
+/// Users whose roles changed after `since`, to seed the current grants at start and to catch up
+/// on lost notifications (a range of the `role_changes_changed_at` index).
 pub async fn roles_changed_since(
     db: &impl Conn,
     since: DateTime<Utc>,
