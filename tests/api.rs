@@ -17,6 +17,8 @@ mod harness;
 
 #[path = "api/auth.rs"]
 mod auth;
+#[path = "api/references.rs"]
+mod references;
 #[path = "api/roles.rs"]
 mod roles;
 #[path = "api/security.rs"]

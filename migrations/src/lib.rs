@@ -14,6 +14,7 @@ mod m20261123_000012_invitation_batches;
 mod m20261123_000013_outbox_priority;
 mod m20261123_000014_tenant_scoped_references;
 mod m20261123_000015_role_changes;
+mod m20261124_000016_set_based_references;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000013_outbox_priority::Migration),
             Box::new(m20261123_000014_tenant_scoped_references::Migration),
             Box::new(m20261123_000015_role_changes::Migration),
+            Box::new(m20261124_000016_set_based_references::Migration),
         ]
     }
 }

@@ -1300,6 +1300,17 @@ pub async fn update(
 
 /// Deletes users of the account (their roles, sessions and tokens go with them).
 pub async fn delete(db: &impl Conn, tenant_id: TenantId, ids: &[UserId]) -> Result<u64> {
+    if db.get_database_backend() == DbBackend::Postgres {
+        // The deletion's trigger takes this lock too (migration 000016), but only once the rows
+        // are deleted: taken first, a deletion never holds a user's row while it waits for a
+        // writer of rows naming the account's users, who might be waiting for that row.
+        db.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT roster_lock_users_of($1, true)",
+            [tenant_id.0.into()],
+        ))
+        .await?;
+    }
     let mut deleted = 0;
     for chunk in ids.chunks(super::ids_per_statement(db)) {
         deleted += user::Entity::delete_many()

@@ -1,0 +1,319 @@
+//! The database's references to users: a deleted user leaves no row behind in any table that
+//! names them, whichever way they were deleted, and a row written for a user while the user is
+//! being deleted is either refused or deleted with them.
+//!
+//! On PostgreSQL these references are statement triggers with an advisory lock per account
+//! (migration 000016), on SQLite foreign keys; the tests hold for both.
+
+use std::time::Duration;
+
+use roster::api::pb;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait, Value};
+
+use crate::harness::{TestApp, spawn_app};
+use crate::teams::{add_members, team};
+use crate::users_support::{Org, bulk, by_ids, member, org, pending};
+
+/// The tables whose rows name a user by `(tenant_id, user_id)` and go with them.
+const USER_ROWS: [&str; 8] = [
+    "user_roles",
+    "sessions",
+    "action_tokens",
+    "team_members",
+    "user_tags",
+    "two_factor",
+    "backup_codes",
+    "user_lockouts",
+];
+
+fn uuid(text: &str) -> Value {
+    Value::from(uuid::Uuid::parse_str(text).expect("a uuid"))
+}
+
+fn statement(app: &TestApp, sql: &str, values: Vec<Value>) -> Statement {
+    let backend = if app.postgres {
+        DbBackend::Postgres
+    } else {
+        DbBackend::Sqlite
+    };
+    // The tests write PostgreSQL's `$n`; SQLite takes `?` in the same order.
+    let sql = if app.postgres {
+        sql.to_owned()
+    } else {
+        (1..=values.len())
+            .rev()
+            .fold(sql.to_owned(), |sql, n| sql.replace(&format!("${n}"), "?"))
+    };
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
+/// How many rows of `table` name `user_id` of `org`.
+async fn rows_naming(
+    app: &TestApp,
+    db: &impl ConnectionTrait,
+    table: &str,
+    org: &Org,
+    user_id: &str,
+) -> i64 {
+    db.query_one_raw(statement(
+        app,
+        &format!("SELECT COUNT(*) FROM {table} WHERE tenant_id = $1 AND user_id = $2"),
+        vec![uuid(&org.account.tenant_id), uuid(user_id)],
+    ))
+    .await
+    .expect("count")
+    .expect("a row")
+    .try_get_by_index(0)
+    .expect("a number")
+}
+
+/// Every table's rows naming `user_id`, by table, leaving out the empty ones.
+async fn rows_by_table(
+    app: &TestApp,
+    db: &DatabaseConnection,
+    org: &Org,
+    user_id: &str,
+) -> Vec<(&'static str, i64)> {
+    let mut found = Vec::new();
+    for table in USER_ROWS {
+        let rows = rows_naming(app, db, table, org, user_id).await;
+        if rows > 0 {
+            found.push((table, rows));
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mass_deletion_leaves_no_row_that_names_the_deleted_users() {
+    let app = spawn_app().await;
+    let acme = org(&app, "Acme", "ann@acme.test").await;
+    let token = acme.token();
+    let bob = member(&app, &acme, "bob@acme.test", &["REPORTS"]).await;
+    let carl = member(&app, &acme, "carl@acme.test", &["ORDERS"]).await;
+    let pat = pending(&app, token, "pat@acme.test", &["ORDERS"]).await;
+    let sales = team(&app, token, pb::TeamKind::Team, "Sales").await;
+    add_members(
+        &app,
+        token,
+        &sales.id,
+        &[&bob.user_id, &carl.user_id],
+        pb::TeamRole::Member,
+    )
+    .await
+    .expect("members");
+    for user in [&bob.user_id, &carl.user_id] {
+        bulk(
+            &app,
+            token,
+            pb::BulkUpdateUsersRequest {
+                selection: by_ids(&[user]),
+                action: pb::BulkAction::AssignTags as i32,
+                tags: vec!["vip".to_owned()],
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("tag");
+    }
+    // A failed login starts a lockout count.
+    assert!(
+        app.login(acme.slug(), "bob@acme.test", "Not-The-Passw0rd")
+            .await
+            .is_err()
+    );
+
+    let db = app.database().await;
+    assert_eq!(
+        rows_by_table(&app, &db, &acme, &bob.user_id).await,
+        [
+            ("user_roles", 1),
+            ("sessions", 1),
+            ("action_tokens", 1),
+            ("team_members", 1),
+            ("user_tags", 1),
+            ("user_lockouts", 1),
+        ]
+    );
+    assert_eq!(
+        rows_by_table(&app, &db, &acme, &pat.id).await,
+        [("user_roles", 1), ("action_tokens", 1)]
+    );
+    let carls_rows = rows_by_table(&app, &db, &acme, &carl.user_id).await;
+
+    let response = bulk(
+        &app,
+        token,
+        pb::BulkUpdateUsersRequest {
+            selection: by_ids(&[&bob.user_id, &pat.id]),
+            action: pb::BulkAction::Delete as i32,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("delete");
+    assert_eq!(response.affected, 2);
+    assert_eq!(rows_by_table(&app, &db, &acme, &bob.user_id).await, []);
+    assert_eq!(rows_by_table(&app, &db, &acme, &pat.id).await, []);
+    assert_eq!(
+        rows_by_table(&app, &db, &acme, &carl.user_id).await,
+        carls_rows,
+        "a user left alone keeps their rows"
+    );
+}
+
+/// A row naming a user, written while the user's deletion is under way in another transaction,
+/// either waits and is refused (the deletion came first) or makes the deletion wait and goes
+/// with the user (the row came first). Neither order leaves a row naming nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_written_during_its_users_deletion_does_not_outlive_the_user() {
+    let app = spawn_app().await;
+    if !app.postgres {
+        // SQLite has one writer at a time: the two transactions cannot overlap.
+        return;
+    }
+    let acme = org(&app, "Acme", "ann@acme.test").await;
+    let bob = member(&app, &acme, "bob@acme.test", &["REPORTS"]).await;
+    let carl = member(&app, &acme, "carl@acme.test", &["REPORTS"]).await;
+    let db = app.database().await;
+    let add_role = |user: &str| {
+        statement(
+            &app,
+            "INSERT INTO user_roles (tenant_id, user_id, role) VALUES ($1, $2, 'ORDERS')",
+            vec![uuid(&acme.account.tenant_id), uuid(user)],
+        )
+    };
+    let delete_user = |user: &str| {
+        statement(
+            &app,
+            "DELETE FROM users WHERE tenant_id = $1 AND id = $2",
+            vec![uuid(&acme.account.tenant_id), uuid(user)],
+        )
+    };
+
+    // The row first: the deletion waits for its commit, then deletes it too.
+    let writer = db.begin().await.expect("begin");
+    writer
+        .execute_raw(add_role(&bob.user_id))
+        .await
+        .expect("role");
+    let deletion = {
+        let db = app.database().await;
+        let delete = delete_user(&bob.user_id);
+        tokio::spawn(async move {
+            let tx = db.begin().await.expect("begin");
+            tx.execute_raw(delete).await.expect("delete");
+            tx.commit().await.expect("commit");
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !deletion.is_finished(),
+        "the deletion went ahead of an uncommitted row naming the user"
+    );
+    writer.commit().await.expect("commit the role");
+    deletion.await.expect("the deletion");
+    assert_eq!(
+        rows_naming(&app, &db, "user_roles", &acme, &bob.user_id).await,
+        0
+    );
+
+    // The deletion first: the row waits for its commit, then is refused.
+    let deleter = db.begin().await.expect("begin");
+    deleter
+        .execute_raw(delete_user(&carl.user_id))
+        .await
+        .expect("delete");
+    let write = {
+        let db = app.database().await;
+        let add = add_role(&carl.user_id);
+        tokio::spawn(async move { db.execute_raw(add).await.map(|_| ()) })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !write.is_finished(),
+        "a row naming a user being deleted was written without waiting"
+    );
+    deleter.commit().await.expect("commit the deletion");
+    let written = write.await.expect("the write");
+    assert!(
+        written
+            .as_ref()
+            .is_err_and(|err| err.to_string().contains("foreign key")),
+        "a row naming a deleted user was accepted: {written:?}"
+    );
+    assert_eq!(
+        rows_naming(&app, &db, "user_roles", &acme, &carl.user_id).await,
+        0
+    );
+}
+
+/// Every table with a `user_id` column either is checked against `users` and emptied with them,
+/// or is the role-change log, which is meant to outlive users for a while (migration 000015).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_table_that_names_users_is_tied_to_them() {
+    let app = spawn_app().await;
+    let db = app.database().await;
+    let sql = if app.postgres {
+        "SELECT table_name::text FROM information_schema.columns \
+         WHERE table_schema = current_schema() AND column_name = 'user_id' ORDER BY 1"
+    } else {
+        "SELECT m.name FROM sqlite_master m, pragma_table_info(m.name) c \
+         WHERE m.type = 'table' AND c.name = 'user_id' ORDER BY 1"
+    };
+    let rows = db
+        .query_all_raw(statement(&app, sql, vec![]))
+        .await
+        .expect("tables");
+    let mut tables: Vec<String> = rows
+        .iter()
+        .map(|row| row.try_get_by_index(0).expect("a name"))
+        .collect();
+    tables.retain(|table| table != "role_changes");
+    let mut expected: Vec<String> = USER_ROWS.iter().map(|t| (*t).to_owned()).collect();
+    expected.sort();
+    assert_eq!(tables, expected);
+
+    let count = async |sql: String| -> i64 {
+        db.query_one_raw(statement(&app, &sql, vec![]))
+            .await
+            .expect("count")
+            .expect("a row")
+            .try_get_by_index(0)
+            .expect("a number")
+    };
+    let deletion = if app.postgres {
+        let row = db
+            .query_one_raw(statement(
+                &app,
+                "SELECT prosrc FROM pg_proc WHERE proname = 'roster_delete_user_rows'",
+                vec![],
+            ))
+            .await
+            .expect("the deletion's function")
+            .expect("a function");
+        row.try_get_by_index::<String>(0).expect("its text")
+    } else {
+        String::new()
+    };
+    for table in USER_ROWS {
+        if app.postgres {
+            let checks = count(format!(
+                "SELECT COUNT(*) FROM pg_trigger WHERE tgname = '{table}_user_exists'"
+            ))
+            .await;
+            assert_eq!(checks, 1, "{table} is not checked against users");
+            assert!(
+                deletion.contains(&format!("DELETE FROM {table} ")),
+                "{table} is not emptied with the users"
+            );
+        } else {
+            let references = count(format!(
+                "SELECT COUNT(DISTINCT id) FROM pragma_foreign_key_list('{table}') \
+                 WHERE \"table\" = 'users' AND on_delete = 'CASCADE'"
+            ))
+            .await;
+            assert_eq!(references, 1, "{table} does not reference users");
+        }
+    }
+}
