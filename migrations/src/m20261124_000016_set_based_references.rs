@@ -17,13 +17,21 @@
 //! - A statement that deletes users deletes the rows that name them, table by table.
 //! - The keys of a reference cannot change (no code changes them; a foreign key would refuse it).
 //!
-//! What the per-row lock did, an advisory lock on the account does (taken in memory, not
-//! written): writers of rows that name users hold it shared, a deletion of users holds it
-//! exclusively. So a user cannot be deleted between the check of a row naming them and its
-//! commit; a deletion that comes second waits, then deletes the new rows too (each statement of
-//! the trigger, at READ COMMITTED, reads what committed before it). roster deletes users through
-//! one function, which takes the exclusive lock before deleting any row, so that it never holds a
-//! user's row while it waits for the lock.
+//! What the per-row lock did (a user cannot be deleted between the check of a row naming them
+//! and its commit) is kept two ways, by the size of the statement:
+//! - Up to `ROW_LOCKS_UP_TO` rows (a login's session, a user's roles): the users named are locked
+//!   `FOR KEY SHARE` in one statement, as the foreign key locked them one by one.
+//! - Above (an import's chunk, a mass assignment): an advisory lock on the account, shared, taken
+//!   in memory instead of written to every user's row.
+//!
+//! A deletion of users waits for both: for the row locks as it deletes, for the advisory lock
+//! (taken exclusively) before its trigger deletes the rows naming the users. Each statement of
+//! the trigger reads what committed before it (READ COMMITTED), so the rows of a writer it
+//! waited for go too; a writer that waited for a deletion finds the user gone and fails. roster
+//! deletes users through one function, which takes the exclusive lock before deleting any row,
+//! so that it never holds a user's row while it waits for a large writer that might be waiting
+//! for that row. A login is never queued behind a deletion waiting for an import: small
+//! statements do not take the advisory lock.
 //!
 //! `users` keeps its per-statement check of the account with a real row lock: it is one account
 //! per statement, not one per row.
@@ -69,9 +77,15 @@ DECLARE
     missing_account uuid;
     missing_user uuid;
 BEGIN
-    FOR account IN SELECT DISTINCT tenant_id FROM new_rows ORDER BY 1 LOOP
-        PERFORM roster_lock_users_of(account, false);
-    END LOOP;
+    IF (SELECT count(*) FROM new_rows) <= ROW_LOCKS_UP_TO THEN
+        PERFORM FROM users u
+            WHERE (u.tenant_id, u.id) IN (SELECT tenant_id, user_id FROM new_rows)
+            ORDER BY u.tenant_id, u.id FOR KEY SHARE OF u;
+    ELSE
+        FOR account IN SELECT DISTINCT tenant_id FROM new_rows ORDER BY 1 LOOP
+            PERFORM roster_lock_users_of(account, false);
+        END LOOP;
+    END IF;
     -- EXECUTE plans with the statement's real row count (a cached plan would keep the first's).
     EXECUTE 'SELECT n.tenant_id, n.user_id FROM new_rows n WHERE NOT EXISTS '
             '(SELECT FROM users u WHERE u.tenant_id = n.tenant_id AND u.id = n.user_id) LIMIT 1'
@@ -163,8 +177,12 @@ fn keys_fixed(table: &str, columns: [&str; 2]) -> String {
     )
 }
 
+/// The largest statement whose users are locked row by row (see the module's comment).
+const ROW_LOCKS_UP_TO: u32 = 1_000;
+
 fn up_statements() -> Vec<String> {
-    let mut statements = vec![FUNCTIONS.to_owned(), delete_user_rows_function()];
+    let functions = FUNCTIONS.replace("ROW_LOCKS_UP_TO", &ROW_LOCKS_UP_TO.to_string());
+    let mut statements = vec![functions, delete_user_rows_function()];
     for table in USER_CHILDREN {
         statements.push(format!(
             "ALTER TABLE {table} DROP CONSTRAINT {table}_user_id_fkey"

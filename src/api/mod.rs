@@ -181,6 +181,14 @@ impl From<Error> for Status {
             Error::ResourceExhausted { reason, message } => {
                 (Code::ResourceExhausted, message, reason)
             }
+            Error::Aborted(cause) => {
+                tracing::info!(cause, "call aborted by a concurrent change");
+                (
+                    Code::Aborted,
+                    "the change met a concurrent one and was undone; try again".into(),
+                    "CONCURRENT_CHANGE",
+                )
+            }
             Error::Unavailable(cause) => {
                 tracing::warn!(cause, "dependency unavailable");
                 (

@@ -59,6 +59,10 @@ pub enum Error {
         reason: &'static str,
         message: String,
     },
+    /// The change met a concurrent one and was undone (the database broke a deadlock); the same
+    /// call may be made again.
+    #[error("aborted by a concurrent change: {0}")]
+    Aborted(String),
     /// A dependency (the database) cannot be reached.
     #[error("service unavailable: {0}")]
     Unavailable(String),

@@ -273,10 +273,29 @@ impl From<DbErr> for Error {
                 .unwrap_or("id");
             return Error::already_exists(field, "is already taken in this account");
         }
+        // PostgreSQL undoes one transaction of a deadlock (40P01) or of a serialization
+        // conflict (40001): nothing was written, and the call may simply be made again.
+        if matches!(sqlstate(&err).as_deref(), Some("40P01" | "40001")) {
+            return Error::Aborted(err.to_string());
+        }
         match err {
             DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => Error::Unavailable(err.to_string()),
             other => Error::internal(other),
         }
+    }
+}
+
+/// The SQLSTATE of a database's error (sea-orm's `sql_err` names only key violations).
+fn sqlstate(err: &DbErr) -> Option<String> {
+    use sea_orm::{RuntimeErr, sqlx};
+    match err {
+        DbErr::Exec(RuntimeErr::SqlxError(err)) | DbErr::Query(RuntimeErr::SqlxError(err)) => {
+            match &**err {
+                sqlx::Error::Database(err) => err.code().map(|code| code.into_owned()),
+                _ => None,
+            }
+        }
+        _ => None,
     }
 }
 

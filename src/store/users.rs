@@ -1303,7 +1303,7 @@ pub async fn delete(db: &impl Conn, tenant_id: TenantId, ids: &[UserId]) -> Resu
     if db.get_database_backend() == DbBackend::Postgres {
         // The deletion's trigger takes this lock too (migration 000016), but only once the rows
         // are deleted: taken first, a deletion never holds a user's row while it waits for a
-        // writer of rows naming the account's users, who might be waiting for that row.
+        // large writer of rows naming the account's users, who might be waiting for that row.
         db.execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "SELECT roster_lock_users_of($1, true)",

@@ -10,9 +10,11 @@ use std::time::Duration;
 use roster::api::pb;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait, Value};
 
-use crate::harness::{TestApp, spawn_app};
+use tonic::Code;
+
+use crate::harness::{TestApp, authed, expect_reason, spawn_app};
 use crate::teams::{add_members, team};
-use crate::users_support::{Org, bulk, by_ids, member, org, pending};
+use crate::users_support::{Org, accepted, bulk, by_ids, get, member, org, pending, users};
 
 /// The tables whose rows name a user by `(tenant_id, user_id)` and go with them.
 const USER_ROWS: [&str; 8] = [
@@ -164,7 +166,8 @@ async fn a_mass_deletion_leaves_no_row_that_names_the_deleted_users() {
 
 /// A row naming a user, written while the user's deletion is under way in another transaction,
 /// either waits and is refused (the deletion came first) or makes the deletion wait and goes
-/// with the user (the row came first). Neither order leaves a row naming nobody.
+/// with the user (the row came first). Neither order leaves a row naming nobody. A small
+/// statement locks the users it names, a large one the account: both are tried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_written_during_its_users_deletion_does_not_outlive_the_user() {
     let app = spawn_app().await;
@@ -173,19 +176,30 @@ async fn a_row_written_during_its_users_deletion_does_not_outlive_the_user() {
         return;
     }
     let acme = org(&app, "Acme", "ann@acme.test").await;
-    let bob = member(&app, &acme, "bob@acme.test", &["REPORTS"]).await;
-    let carl = member(&app, &acme, "carl@acme.test", &["REPORTS"]).await;
+    for (name, rows) in [("bob", 1), ("dan", 1_500)] {
+        let first = member(&app, &acme, &format!("{name}@acme.test"), &["REPORTS"]).await;
+        let second = member(&app, &acme, &format!("{name}2@acme.test"), &["REPORTS"]).await;
+        write_during_deletion(&app, &acme, &first.user_id, &second.user_id, rows).await;
+    }
+}
+
+/// Writes `rows` roles of `first` before its deletion commits, and of `second` after its
+/// deletion began.
+async fn write_during_deletion(app: &TestApp, acme: &Org, first: &str, second: &str, rows: u32) {
     let db = app.database().await;
-    let add_role = |user: &str| {
+    let add_roles = |user: &str| {
         statement(
-            &app,
-            "INSERT INTO user_roles (tenant_id, user_id, role) VALUES ($1, $2, 'ORDERS')",
+            app,
+            &format!(
+                "INSERT INTO user_roles (tenant_id, user_id, role) \
+                 SELECT $1, $2, 'R' || g FROM generate_series(1, {rows}) g"
+            ),
             vec![uuid(&acme.account.tenant_id), uuid(user)],
         )
     };
     let delete_user = |user: &str| {
         statement(
-            &app,
+            app,
             "DELETE FROM users WHERE tenant_id = $1 AND id = $2",
             vec![uuid(&acme.account.tenant_id), uuid(user)],
         )
@@ -193,13 +207,10 @@ async fn a_row_written_during_its_users_deletion_does_not_outlive_the_user() {
 
     // The row first: the deletion waits for its commit, then deletes it too.
     let writer = db.begin().await.expect("begin");
-    writer
-        .execute_raw(add_role(&bob.user_id))
-        .await
-        .expect("role");
+    writer.execute_raw(add_roles(first)).await.expect("role");
     let deletion = {
         let db = app.database().await;
-        let delete = delete_user(&bob.user_id);
+        let delete = delete_user(first);
         tokio::spawn(async move {
             let tx = db.begin().await.expect("begin");
             tx.execute_raw(delete).await.expect("delete");
@@ -209,30 +220,27 @@ async fn a_row_written_during_its_users_deletion_does_not_outlive_the_user() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         !deletion.is_finished(),
-        "the deletion went ahead of an uncommitted row naming the user"
+        "the deletion went ahead of {rows} uncommitted rows naming the user"
     );
     writer.commit().await.expect("commit the role");
     deletion.await.expect("the deletion");
-    assert_eq!(
-        rows_naming(&app, &db, "user_roles", &acme, &bob.user_id).await,
-        0
-    );
+    assert_eq!(rows_naming(app, &db, "user_roles", acme, first).await, 0);
 
     // The deletion first: the row waits for its commit, then is refused.
     let deleter = db.begin().await.expect("begin");
     deleter
-        .execute_raw(delete_user(&carl.user_id))
+        .execute_raw(delete_user(second))
         .await
         .expect("delete");
     let write = {
         let db = app.database().await;
-        let add = add_role(&carl.user_id);
+        let add = add_roles(second);
         tokio::spawn(async move { db.execute_raw(add).await.map(|_| ()) })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         !write.is_finished(),
-        "a row naming a user being deleted was written without waiting"
+        "{rows} rows naming a user being deleted were written without waiting"
     );
     deleter.commit().await.expect("commit the deletion");
     let written = write.await.expect("the write");
@@ -240,12 +248,91 @@ async fn a_row_written_during_its_users_deletion_does_not_outlive_the_user() {
         written
             .as_ref()
             .is_err_and(|err| err.to_string().contains("foreign key")),
-        "a row naming a deleted user was accepted: {written:?}"
+        "{rows} rows naming a deleted user were accepted: {written:?}"
     );
-    assert_eq!(
-        rows_naming(&app, &db, "user_roles", &acme, &carl.user_id).await,
-        0
+    assert_eq!(rows_naming(app, &db, "user_roles", acme, second).await, 0);
+}
+
+/// A deletion caught in a deadlock is undone by the database, and the caller is told to try
+/// again (ABORTED), not that something broke. Here another transaction holds the user's row and
+/// then asks for the account's lock, which the deletion took before deleting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_caught_in_a_deadlock_is_aborted_and_changes_nothing() {
+    let app = spawn_app().await;
+    if !app.postgres {
+        // SQLite has one writer at a time: there is no deadlock to break.
+        return;
+    }
+    let acme = org(&app, "Acme", "ann@acme.test").await;
+    let bob = member(&app, &acme, "bob@acme.test", &["REPORTS"]).await;
+    let db = app.database().await;
+    let account_and_bob = || vec![uuid(&acme.account.tenant_id), uuid(&bob.user_id)];
+    let other = db.begin().await.expect("begin");
+    other
+        .execute_raw(statement(
+            &app,
+            "SELECT FROM users WHERE tenant_id = $1 AND id = $2 FOR KEY SHARE",
+            account_and_bob(),
+        ))
+        .await
+        .expect("hold bob's row");
+    let deletion = {
+        let mut client = users(&app);
+        let request = authed(
+            pb::DeleteUserRequest {
+                user_id: bob.user_id.clone(),
+            },
+            acme.token(),
+        );
+        tokio::spawn(async move { client.delete_user(request).await })
+    };
+    // The deletion has the account's lock once it waits for bob's row.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: i64 = db
+            .query_one_raw(statement(
+                &app,
+                "SELECT COUNT(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock' \
+                 AND query LIKE 'DELETE FROM \"users\"%'",
+                vec![],
+            ))
+            .await
+            .expect("activity")
+            .expect("a row")
+            .try_get_by_index(0)
+            .expect("a number");
+        if waiting == 1 {
+            break;
+        }
+        assert!(
+            !deletion.is_finished(),
+            "the deletion did not wait for bob's row"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the deletion never waited"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Waits for the deletion's lock, which waits for this transaction: PostgreSQL breaks the
+    // cycle after a second by undoing the transaction that has waited longest, the deletion's.
+    other
+        .execute_raw(statement(
+            &app,
+            "SELECT roster_lock_users_of($1, false)",
+            vec![uuid(&acme.account.tenant_id)],
+        ))
+        .await
+        .expect("the account's lock, once the deletion is undone");
+    other.commit().await.expect("commit");
+    expect_reason(
+        deletion.await.expect("the call"),
+        Code::Aborted,
+        "CONCURRENT_CHANGE",
     );
+    assert!(get(&app, acme.token(), &bob.user_id).await.is_ok());
+    assert!(accepted(&app, &bob.access_token).await);
 }
 
 /// Every table with a `user_id` column either is checked against `users` and emptied with them,
