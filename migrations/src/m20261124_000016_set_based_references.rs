@@ -43,7 +43,8 @@ use sea_orm_migration::{prelude::*, sea_orm::DbBackend};
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
-/// The tables that name a user by `(tenant_id, user_id)`.
+/// The tables that name a user by `(tenant_id, user_id)` (as migration 000014 left them: a
+/// migration states the schema it changes, and keeps stating it when later ones change it again).
 const USER_CHILDREN: [&str; 8] = [
     "user_roles",
     "sessions",

@@ -49,6 +49,16 @@ fn statement(app: &TestApp, sql: &str, values: Vec<Value>) -> Statement {
     Statement::from_sql_and_values(backend, sql, values)
 }
 
+/// The number `sql` (a `SELECT COUNT(*)`) answers.
+async fn count_of(app: &TestApp, db: &impl ConnectionTrait, sql: &str, values: Vec<Value>) -> i64 {
+    db.query_one_raw(statement(app, sql, values))
+        .await
+        .expect("count")
+        .expect("a row")
+        .try_get_by_index(0)
+        .expect("a number")
+}
+
 /// How many rows of `table` name `user_id` of `org`.
 async fn rows_naming(
     app: &TestApp,
@@ -57,16 +67,14 @@ async fn rows_naming(
     org: &Org,
     user_id: &str,
 ) -> i64 {
-    db.query_one_raw(statement(
+    let sql = format!("SELECT COUNT(*) FROM {table} WHERE tenant_id = $1 AND user_id = $2");
+    count_of(
         app,
-        &format!("SELECT COUNT(*) FROM {table} WHERE tenant_id = $1 AND user_id = $2"),
+        db,
+        &sql,
         vec![uuid(&org.account.tenant_id), uuid(user_id)],
-    ))
+    )
     .await
-    .expect("count")
-    .expect("a row")
-    .try_get_by_index(0)
-    .expect("a number")
 }
 
 /// Every table's rows naming `user_id`, by table, leaving out the empty ones.
@@ -161,6 +169,42 @@ async fn a_mass_deletion_leaves_no_row_that_names_the_deleted_users() {
         rows_by_table(&app, &db, &acme, &carl.user_id).await,
         carls_rows,
         "a user left alone keeps their rows"
+    );
+}
+
+/// roster has no RPC that deletes an account, but an operator may: the account's users go with
+/// it, and so does every row naming them, while another account is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_account_by_hand_deletes_its_users_and_their_rows() {
+    let app = spawn_app().await;
+    let acme = org(&app, "Acme", "ann@acme.test").await;
+    let globex = org(&app, "Globex", "gil@globex.test").await;
+    let bob = member(&app, &acme, "bob@acme.test", &["REPORTS"]).await;
+    let gus = member(&app, &globex, "gus@globex.test", &["REPORTS"]).await;
+    let db = app.database().await;
+    let users_of = async |org: &Org| -> i64 {
+        let sql = "SELECT COUNT(*) FROM users WHERE tenant_id = $1";
+        count_of(&app, &db, sql, vec![uuid(&org.account.tenant_id)]).await
+    };
+    assert_eq!(users_of(&acme).await, 2);
+    let gus_rows = rows_by_table(&app, &db, &globex, &gus.user_id).await;
+    db.execute_raw(statement(
+        &app,
+        "DELETE FROM tenants WHERE id = $1",
+        vec![uuid(&acme.account.tenant_id)],
+    ))
+    .await
+    .expect("delete the account");
+    assert_eq!(users_of(&acme).await, 0);
+    assert_eq!(rows_by_table(&app, &db, &acme, &bob.user_id).await, []);
+    assert_eq!(
+        rows_by_table(&app, &db, &acme, &acme.owner.user_id).await,
+        []
+    );
+    assert_eq!(users_of(&globex).await, 2);
+    assert_eq!(
+        rows_by_table(&app, &db, &globex, &gus.user_id).await,
+        gus_rows
     );
 }
 
@@ -289,19 +333,15 @@ async fn a_deletion_caught_in_a_deadlock_is_aborted_and_changes_nothing() {
     // The deletion has the account's lock once it waits for bob's row.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let waiting: i64 = db
-            .query_one_raw(statement(
-                &app,
-                "SELECT COUNT(*) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND wait_event_type = 'Lock' \
-                 AND query LIKE 'DELETE FROM \"users\"%'",
-                vec![],
-            ))
-            .await
-            .expect("activity")
-            .expect("a row")
-            .try_get_by_index(0)
-            .expect("a number");
+        let waiting = count_of(
+            &app,
+            &db,
+            "SELECT COUNT(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock' \
+             AND query LIKE 'DELETE FROM \"users\"%'",
+            vec![],
+        )
+        .await;
         if waiting == 1 {
             break;
         }
@@ -361,14 +401,7 @@ async fn every_table_that_names_users_is_tied_to_them() {
     expected.sort();
     assert_eq!(tables, expected);
 
-    let count = async |sql: String| -> i64 {
-        db.query_one_raw(statement(&app, &sql, vec![]))
-            .await
-            .expect("count")
-            .expect("a row")
-            .try_get_by_index(0)
-            .expect("a number")
-    };
+    let count = async |sql: String| count_of(&app, &db, &sql, vec![]).await;
     let deletion = if app.postgres {
         let row = db
             .query_one_raw(statement(
