@@ -1,7 +1,7 @@
 //! Mass actions of the Dialer page on selected users, on users matching a filter, or on all users.
 //! Set-based: one statement per chunk of users, never one per user.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use serde_json::json;
 
@@ -52,6 +52,20 @@ impl BulkAction {
             Self::UnassignTeams(_) => "users.bulk_teams_unassigned",
             Self::AssignTags(_) => "users.bulk_tags_assigned",
             Self::UnassignTags(_) => "users.bulk_tags_unassigned",
+        }
+    }
+
+    /// For a status change, the statuses it changes: INACTIVE or LOCKED users are activated
+    /// (a user pending confirmation has to confirm), and every user not INACTIVE deactivated.
+    fn changes_status_from(&self) -> Option<Vec<UserStatus>> {
+        let from =
+            |keep: fn(&UserStatus) -> bool| UserStatus::ALL.into_iter().filter(keep).collect();
+        match self {
+            Self::Activate => Some(from(|s| {
+                matches!(s, UserStatus::Inactive | UserStatus::Locked)
+            })),
+            Self::Deactivate => Some(from(|s| *s != UserStatus::Inactive)),
+            _ => None,
         }
     }
 }
@@ -129,7 +143,7 @@ impl App {
         let tenant_id = principal.tenant_id;
         let db = self.store.db();
         let mut skipped = Vec::new();
-        let selected: Vec<(UserId, UserStatus)> = match &request.selection {
+        let selected: Vec<UserId> = match &request.selection {
             Selection::Ids(ids) => {
                 let mut unique: Vec<UserId> = ids.clone();
                 unique.sort();
@@ -142,7 +156,7 @@ impl App {
                     };
                     found.extend(store::users::select_ids(db, tenant_id, &filter).await?);
                 }
-                let present: HashSet<UserId> = found.iter().map(|(id, _)| *id).collect();
+                let present: HashSet<UserId> = found.iter().copied().collect();
                 // Another account's user is simply not found, like every other RPC says.
                 skipped.extend(unique.iter().filter(|id| !present.contains(id)).map(|id| {
                     Skipped {
@@ -167,7 +181,7 @@ impl App {
         let owner = store::tenants::get(db, tenant_id)
             .await?
             .and_then(|t| t.owner_user_id);
-        let ids: Vec<UserId> = selected.iter().map(|(id, _)| *id).collect();
+        let ids = selected;
         let admins = if principal.is_owner {
             HashSet::new()
         } else {
@@ -175,7 +189,6 @@ impl App {
             store::users::admin_grade_holders(db, tenant_id, &ids).await?
         };
         let ends_access = matches!(request.action, BulkAction::Deactivate | BulkAction::Delete);
-        let statuses: HashMap<UserId, UserStatus> = selected.into_iter().collect();
         let mut targets = Vec::with_capacity(ids.len());
         for id in ids {
             let protection = if Some(id) == owner {
@@ -203,17 +216,16 @@ impl App {
                 None => targets.push(id),
             }
         }
-        let status_of = |id: &UserId| statuses.get(id).copied();
-        targets.retain(|id| match request.action {
-            BulkAction::Activate => matches!(
-                status_of(id),
-                Some(UserStatus::Inactive | UserStatus::Locked)
-            ),
-            BulkAction::Deactivate => status_of(id) != Some(UserStatus::Inactive),
-            _ => true,
-        });
-        let affected = targets.len() as u64;
+        // A status change passes over the users already in the new status, which the statement
+        // itself tells (reading every selected user's status first cost more than the change).
+        let changes_from = request.action.changes_status_from();
+        let mut affected = targets.len() as u64;
         if request.dry_run || targets.is_empty() {
+            if let Some(from) = &changes_from
+                && !targets.is_empty()
+            {
+                affected = store::users::count_in_statuses(db, tenant_id, &targets, from).await?;
+            }
             return Ok(BulkOutcome {
                 matched,
                 affected,
@@ -226,14 +238,25 @@ impl App {
         let mut revoked = Vec::new();
         match &request.action {
             BulkAction::Activate => {
-                store::users::set_status(&tx, tenant_id, &targets, UserStatus::Active, now).await?;
-            }
-            BulkAction::Deactivate => {
-                revoked = store::users::deactivate(&tx, tenant_id, &targets, now).await?;
-                store::sessions::revoke_for_users(
+                let from = changes_from.as_deref().unwrap_or_default();
+                affected = store::users::set_status_from(
                     &tx,
                     tenant_id,
                     &targets,
+                    from,
+                    UserStatus::Active,
+                    now,
+                )
+                .await?;
+            }
+            BulkAction::Deactivate => {
+                revoked = store::users::deactivate(&tx, tenant_id, &targets, now).await?;
+                affected = revoked.len() as u64;
+                let deactivated: Vec<UserId> = revoked.iter().map(|(id, _)| *id).collect();
+                store::sessions::revoke_for_users(
+                    &tx,
+                    tenant_id,
+                    &deactivated,
                     "user_deactivated",
                     now,
                 )
@@ -289,6 +312,14 @@ impl App {
             BulkAction::UnassignTags(tags) => {
                 store::users::remove_tags(&tx, tenant_id, &targets, tags).await?
             }
+        }
+        if affected == 0 {
+            // Everyone was in the new status already: nothing to record (the transaction goes).
+            return Ok(BulkOutcome {
+                matched,
+                affected,
+                skipped,
+            });
         }
         let roles = match &request.action {
             BulkAction::AssignRoles(roles) | BulkAction::UnassignRoles(roles) => roles.clone(),

@@ -317,10 +317,7 @@ impl App {
                 ..Default::default()
             };
             present.extend(
-                store::users::select_ids(self.store.db(), principal.tenant_id, &filter)
-                    .await?
-                    .into_iter()
-                    .map(|(id, _)| id),
+                store::users::select_ids(self.store.db(), principal.tenant_id, &filter).await?,
             );
         }
         let found: std::collections::HashSet<UserId> = present.iter().copied().collect();

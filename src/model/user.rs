@@ -18,6 +18,14 @@ pub enum UserStatus {
 }
 
 impl UserStatus {
+    /// Every status.
+    pub const ALL: [UserStatus; 4] = [
+        UserStatus::PendingConfirmation,
+        UserStatus::Active,
+        UserStatus::Inactive,
+        UserStatus::Locked,
+    ];
+
     /// The stored name of the status.
     pub fn as_str(self) -> &'static str {
         match self {

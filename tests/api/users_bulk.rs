@@ -805,6 +805,54 @@ async fn mass_deactivation_by_filter_refuses_the_deactivated_users_tokens_at_onc
     login(&app, &c.acme, &c.plain[0].email, PASSWORD).await;
 }
 
+/// A mass activation wakes INACTIVE users only: a user who never confirmed stays pending, and
+/// the users active already are matched but not counted, in a dry run and for real.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mass_activation_changes_only_inactive_users() {
+    let app = spawn_app().await;
+    let c = crowd(&app).await;
+    let token = c.acme.token();
+    let p1 = c.plain[0].user_id.as_str();
+    let deactivated = bulk(
+        &app,
+        token,
+        request(by_ids(&[p1]), pb::BulkAction::Deactivate, &[], false),
+    )
+    .await
+    .expect("deactivate p1");
+    assert_eq!((deactivated.matched, deactivated.affected), (1, 1));
+    let dry = bulk(
+        &app,
+        token,
+        request(all_users(), pb::BulkAction::Activate, &[], true),
+    )
+    .await
+    .expect("dry run");
+    assert_eq!((dry.matched, dry.affected), (7, 1));
+    assert_eq!(user_status(&app, token, p1).await, pb::UserStatus::Inactive);
+    let activated = bulk(
+        &app,
+        token,
+        request(all_users(), pb::BulkAction::Activate, &[], false),
+    )
+    .await
+    .expect("activate");
+    assert_eq!((activated.matched, activated.affected), (7, 1));
+    assert_eq!(user_status(&app, token, p1).await, pb::UserStatus::Active);
+    assert_eq!(
+        user_status(&app, token, &c.other_admin.id).await,
+        pb::UserStatus::PendingConfirmation
+    );
+    let again = bulk(
+        &app,
+        token,
+        request(all_users(), pb::BulkAction::Activate, &[], false),
+    )
+    .await
+    .expect("activate again");
+    assert_eq!((again.matched, again.affected), (7, 0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admins_mass_action_skips_the_owner_other_admins_and_themself() {
     let app = spawn_app().await;
