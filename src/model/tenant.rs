@@ -39,7 +39,11 @@ impl TenantRef {
 /// single dashes, at most 48 characters; "account" when nothing usable is left.
 pub fn slug_from_name(name: &str) -> String {
     let mut slug = String::new();
-    for c in name.chars().flat_map(char::to_lowercase) {
+    // Transliterated first, so that "Müller" keeps its u instead of losing the letter.
+    for c in deunicode::deunicode(name)
+        .chars()
+        .flat_map(char::to_lowercase)
+    {
         if c.is_ascii_alphanumeric() {
             slug.push(c);
         } else if !slug.is_empty() && !slug.ends_with('-') {
@@ -67,6 +71,9 @@ mod tests {
             slug_from_name("  Acme Call-Center, Ltd.  "),
             "acme-call-center-ltd"
         );
-        assert_eq!(slug_from_name("Ω"), "account");
+        assert_eq!(slug_from_name("Müller & Søn"), "muller-son");
+        assert_eq!(slug_from_name("Télécom Ωmega"), "telecom-omega");
+        assert_eq!(slug_from_name("北京"), "bei-jing");
+        assert_eq!(slug_from_name("!!!"), "account");
     }
 }

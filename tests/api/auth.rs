@@ -1049,3 +1049,15 @@ async fn logging_out_or_changing_a_password_in_one_account_leaves_the_other_alon
         .expect("the other account's session works");
     app.login_owner(&b).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_in_another_script_keeps_its_letters_in_the_slug() {
+    let app = spawn_app().await;
+    let account = app
+        .sign_up_and_activate("Müller & Söhne Télécom", "anna@mueller.test")
+        .await;
+    assert_eq!(account.tenant_slug, "muller-sohne-telecom");
+    // The slug is what people sign in with.
+    let tokens = app.login_owner(&account).await;
+    assert_eq!(tokens.user.expect("user").tenant_id, account.tenant_id);
+}
