@@ -210,6 +210,9 @@ pub async fn serve(
     ));
     let prune_task = tokio::spawn(prune_revocations(app.clone(), stop_rx.clone()));
     let invitation_task = tokio::spawn(send_invitations(app.clone(), stop_rx.clone()));
+    // Once per database, after the upgrade that started sealing them; in the background, as it
+    // reads every user once.
+    tokio::spawn(seal_clear_profile_secrets(app.clone()));
 
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
@@ -393,6 +396,17 @@ async fn send_invitations(app: App, mut stop: watch::Receiver<bool>) {
             _ = app.invitation_wake.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
             _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Seals the Dialer secrets that older versions stored in clear (see `domain::sealing`).
+async fn seal_clear_profile_secrets(app: App) {
+    match app.seal_clear_profile_secrets().await {
+        Ok(0) => {}
+        Ok(sealed) => tracing::info!(sealed, "Dialer secrets stored in clear were sealed"),
+        Err(err) => {
+            tracing::warn!(error = %err, "sealing the Dialer secrets stored in clear failed")
         }
     }
 }

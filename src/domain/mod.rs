@@ -13,6 +13,7 @@ pub mod policy;
 pub mod recovery;
 pub mod replication;
 pub mod roles;
+pub mod sealing;
 pub mod sessions;
 pub mod teams;
 pub mod tokens;

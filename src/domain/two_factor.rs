@@ -12,11 +12,9 @@
 //! for a time step only if no code of that step or a later one was accepted before (one
 //! conditional UPDATE, so replicas cannot both accept it).
 
-use base64::{Engine, engine::general_purpose::STANDARD};
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use rand::{Rng, RngCore};
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use serde_json::json;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -27,6 +25,7 @@ use super::{
     auth::SessionTokens,
     lockout::account_locked,
     policy::{self, Action, UserAction, authorize},
+    sealing::{SecretBox, row_binding},
     tokens::{self, ip_not_allowed},
 };
 use crate::{
@@ -56,8 +55,6 @@ pub const PURPOSE_LOGIN_CHALLENGE: &str = "login_challenge";
 const SECRET_KEY_PURPOSE: &str = "two-factor secrets v1";
 /// Label of the key that hashes backup codes.
 const BACKUP_KEY_PURPOSE: &str = "two-factor backup codes v1";
-/// Prefix of a sealed secret (the format, so that it can change).
-const SEALED_PREFIX: &str = "v1.";
 
 fn invalid_code() -> Error {
     Error::unauthenticated(
@@ -71,78 +68,6 @@ fn invalid_challenge() -> Error {
         "INVALID_CHALLENGE",
         "the login challenge is invalid, used or expired: log in again",
     )
-}
-
-/// Seals and opens secrets with AES-256-GCM (random 96-bit nonces; associated data binds a
-/// sealed value to its row).
-pub struct SecretBox {
-    key: LessSafeKey,
-}
-
-impl std::fmt::Debug for SecretBox {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SecretBox(***)")
-    }
-}
-
-impl SecretBox {
-    /// A box with a 32-byte key.
-    pub fn new(key: &[u8; 32]) -> Result<Self> {
-        let key = UnboundKey::new(&AES_256_GCM, key)
-            .map_err(|_| Error::internal("aes-256-gcm key rejected"))?;
-        Ok(Self {
-            key: LessSafeKey::new(key),
-        })
-    }
-
-    /// `v1.` and base64 of nonce, ciphertext and tag.
-    pub fn seal(&self, aad: &[u8], plain: &[u8]) -> Result<String> {
-        let mut nonce = [0u8; NONCE_LEN];
-        rand::rng().fill_bytes(&mut nonce);
-        let mut sealed = plain.to_vec();
-        self.key
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad),
-                &mut sealed,
-            )
-            .map_err(|_| Error::internal("sealing a secret failed"))?;
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&sealed);
-        Ok(format!("{SEALED_PREFIX}{}", STANDARD.encode(out)))
-    }
-
-    /// The clear value of [`SecretBox::seal`]'s output, with the same associated data.
-    pub fn open(&self, aad: &[u8], sealed: &str) -> Result<Vec<u8>> {
-        let unreadable =
-            || Error::internal("a sealed secret cannot be opened (was the signing key changed?)");
-        let bytes = sealed
-            .strip_prefix(SEALED_PREFIX)
-            .and_then(|text| STANDARD.decode(text).ok())
-            .ok_or_else(unreadable)?;
-        if bytes.len() < NONCE_LEN {
-            return Err(unreadable());
-        }
-        let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
-        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| unreadable())?;
-        let mut in_out = ciphertext.to_vec();
-        let plain = self
-            .key
-            .open_in_place(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad),
-                &mut in_out,
-            )
-            .map_err(|_| unreadable())?;
-        Ok(plain.to_vec())
-    }
-}
-
-/// Associated data of a user's sealed secret.
-fn row_binding(tenant_id: TenantId, user_id: UserId) -> Vec<u8> {
-    let mut aad = tenant_id.0.as_bytes().to_vec();
-    aad.extend_from_slice(user_id.0.as_bytes());
-    aad
 }
 
 fn totp(algorithm: Algorithm, digits: usize, secret: &[u8]) -> TOTP {
@@ -823,6 +748,8 @@ impl App {
 
 #[cfg(test)]
 mod tests {
+    use base64::{Engine, engine::general_purpose::STANDARD};
+
     use super::*;
 
     const SHA1_SEED: &[u8] = b"12345678901234567890";

@@ -251,7 +251,7 @@ impl App {
             &NewUser {
                 user: user.clone(),
                 password_hash,
-                secrets: request.secrets,
+                secrets: self.seal_profile_secrets(user.tenant_id, user.id, &request.secrets)?,
             },
         )
         .await?;
@@ -409,8 +409,9 @@ impl App {
         }
         let now = self.clock.now();
         updated.updated_at = now;
+        let sealed = self.seal_profile_secrets(principal.tenant_id, user_id, &patch.secrets)?;
         let tx = self.store.begin().await?;
-        store::users::update(&tx, &updated, &patch.secrets, now).await?;
+        store::users::update(&tx, &updated, &sealed, now).await?;
         if roles_changed {
             store::users::set_roles(&tx, principal.tenant_id, user_id, &updated.roles).await?;
             store::users::mark_roles_changed(&tx, principal.tenant_id, &[user_id], now).await?;

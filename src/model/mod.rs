@@ -21,7 +21,7 @@ pub use ids::{SessionId, TenantId, UserId};
 pub use principal::Principal;
 pub use profile::{
     AutoDial, DialerProfile, Extension, Language, PbxExtension, PhoneNumber, ProfileSecrets,
-    SipSettings, SipUri, TimeZone, parse_network,
+    SealedSecrets, SipSettings, SipUri, TimeZone, parse_network,
 };
 pub use roles::{
     ADMIN_GRADE_PERMISSIONS, ALL_PERMISSIONS, BuiltinRole, Permission, RoleDef, RoleScope,

@@ -242,6 +242,14 @@ impl fmt::Debug for ProfileSecrets {
     }
 }
 
+/// [`ProfileSecrets`] as stored: each one sealed (see `domain::sealing`). `None` keeps what is
+/// stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SealedSecrets {
+    pub caldav_token: Option<String>,
+    pub pbx_password: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,8 +16,9 @@ use super::{
 };
 use crate::model::{
     DialerProfile, Email, Error, Login, MatchMode, Membership, PersonName, ProfileSecrets, Result,
-    RoleDef, TeamId, TeamKind, TeamRole, Tenant, TenantId, User, UserCursor, UserFilter, UserId,
-    UserOrder, UserPageRequest, UserStatus, Username, builtin_role, builtin_roles,
+    RoleDef, SealedSecrets, TeamId, TeamKind, TeamRole, Tenant, TenantId, User, UserCursor,
+    UserFilter, UserId, UserOrder, UserPageRequest, UserStatus, Username, builtin_role,
+    builtin_roles,
 };
 
 /// Largest number of ids bound in one statement (well under SQLite's 32,766 parameters).
@@ -37,7 +38,7 @@ pub struct Credentials {
 pub struct NewUser {
     pub user: User,
     pub password_hash: Option<String>,
-    pub secrets: ProfileSecrets,
+    pub secrets: SealedSecrets,
 }
 
 /// What a user row is completed with.
@@ -573,16 +574,8 @@ fn active_model(new: &NewUser) -> Result<user::ActiveModel> {
         updated_at: Set(user.updated_at),
         last_login_at: Set(user.last_login_at),
         dialer_profile: Set(profile_json(user)?),
-        caldav_token: Set(new
-            .secrets
-            .caldav_token
-            .as_ref()
-            .map(|s| s.expose().to_owned())),
-        pbx_password: Set(new
-            .secrets
-            .pbx_password
-            .as_ref()
-            .map(|s| s.expose().to_owned())),
+        caldav_token: Set(new.secrets.caldav_token.clone()),
+        pbx_password: Set(new.secrets.pbx_password.clone()),
         token_generation: Set(0),
     })
 }
@@ -748,16 +741,8 @@ fn unnest_arguments(
             user.status.as_str(),
             new.password_hash.as_deref().unwrap_or_default(),
             profile.as_deref().unwrap_or_default(),
-            new.secrets
-                .caldav_token
-                .as_ref()
-                .map(|s| s.expose())
-                .unwrap_or_default(),
-            new.secrets
-                .pbx_password
-                .as_ref()
-                .map(|s| s.expose())
-                .unwrap_or_default(),
+            new.secrets.caldav_token.as_deref().unwrap_or_default(),
+            new.secrets.pbx_password.as_deref().unwrap_or_default(),
         ]) {
             column.push(value.to_owned());
         }
@@ -1290,7 +1275,7 @@ async fn taken(
 pub async fn update(
     db: &impl Conn,
     user: &User,
-    secrets: &ProfileSecrets,
+    secrets: &SealedSecrets,
     now: DateTime<Utc>,
 ) -> Result<()> {
     let mut update = user::Entity::update_many()
@@ -1307,10 +1292,10 @@ pub async fn update(
         )
         .col_expr(user::Column::UpdatedAt, Expr::value(now));
     if let Some(token) = &secrets.caldav_token {
-        update = update.col_expr(user::Column::CaldavToken, Expr::value(token.expose()));
+        update = update.col_expr(user::Column::CaldavToken, Expr::value(token.as_str()));
     }
     if let Some(password) = &secrets.pbx_password {
-        update = update.col_expr(user::Column::PbxPassword, Expr::value(password.expose()));
+        update = update.col_expr(user::Column::PbxPassword, Expr::value(password.as_str()));
     }
     update
         .filter(user::Column::TenantId.eq(user.tenant_id.0))
@@ -1318,6 +1303,90 @@ pub async fn update(
         .exec(db)
         .await?;
     Ok(())
+}
+
+/// A user whose Dialer secrets (some of them) are stored in clear, by a version before sealing.
+#[derive(Debug)]
+pub struct ClearSecrets {
+    pub tenant_id: TenantId,
+    pub user_id: UserId,
+    /// Only the values in clear; a sealed one is `None`.
+    pub secrets: ProfileSecrets,
+}
+
+/// The users with a Dialer secret that does not start with `sealed_prefix` (one pass over
+/// `users`: it runs once per database).
+pub async fn clear_profile_secrets(
+    db: &impl Conn,
+    sealed_prefix: &str,
+) -> Result<Vec<ClearSecrets>> {
+    let pattern = format!("{sealed_prefix}%");
+    let clear = |column: user::Column| {
+        Condition::all()
+            .add(column.is_not_null())
+            .add(column.not_like(pattern.as_str()))
+    };
+    let rows = user::Entity::find()
+        .filter(
+            Condition::any()
+                .add(clear(user::Column::CaldavToken))
+                .add(clear(user::Column::PbxPassword)),
+        )
+        .all(db)
+        .await?;
+    let in_clear = |value: Option<String>| {
+        value
+            .filter(|value| !value.starts_with(sealed_prefix))
+            .map(crate::model::Secret::new)
+    };
+    Ok(rows
+        .into_iter()
+        .map(|row| ClearSecrets {
+            tenant_id: TenantId(row.tenant_id),
+            user_id: UserId(row.id),
+            secrets: ProfileSecrets {
+                caldav_token: in_clear(row.caldav_token),
+                pbx_password: in_clear(row.pbx_password),
+            },
+        })
+        .collect())
+}
+
+/// Replaces a user's clear Dialer secrets by their sealed form, each only if it still holds the
+/// clear value (one changed meanwhile is left alone); returns the values replaced.
+pub async fn replace_clear_profile_secrets(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    user_id: UserId,
+    clear: &ProfileSecrets,
+    sealed: &SealedSecrets,
+) -> Result<u64> {
+    let mut replaced = 0;
+    for (column, clear, sealed) in [
+        (
+            user::Column::CaldavToken,
+            &clear.caldav_token,
+            &sealed.caldav_token,
+        ),
+        (
+            user::Column::PbxPassword,
+            &clear.pbx_password,
+            &sealed.pbx_password,
+        ),
+    ] {
+        let (Some(clear), Some(sealed)) = (clear, sealed) else {
+            continue;
+        };
+        replaced += user::Entity::update_many()
+            .col_expr(column, Expr::value(sealed.as_str()))
+            .filter(user::Column::TenantId.eq(tenant_id.0))
+            .filter(user::Column::Id.eq(user_id.0))
+            .filter(column.eq(clear.expose()))
+            .exec(db)
+            .await?
+            .rows_affected;
+    }
+    Ok(replaced)
 }
 
 /// Deletes users of the account (their roles, sessions and tokens go with them).

@@ -28,11 +28,11 @@ const USER_ROWS: [&str; 8] = [
     "user_lockouts",
 ];
 
-fn uuid(text: &str) -> Value {
+pub(crate) fn uuid(text: &str) -> Value {
     Value::from(uuid::Uuid::parse_str(text).expect("a uuid"))
 }
 
-fn statement(app: &TestApp, sql: &str, values: Vec<Value>) -> Statement {
+pub(crate) fn statement(app: &TestApp, sql: &str, values: Vec<Value>) -> Statement {
     let backend = if app.postgres {
         DbBackend::Postgres
     } else {

@@ -2,12 +2,14 @@
 //! updates, deletion, deactivation, invitations, password resets and ownership transfer.
 
 use roster::api::pb;
+use sea_orm::ConnectionTrait;
 use tonic::Code;
 
 use crate::harness::{
     PASSWORD, TestApp, body, expect_bad_fields, expect_code, expect_reason, header, link_from_mail,
     spawn_app, token_from_mail,
 };
+use crate::references::{statement, uuid};
 use crate::users_support::{
     Org, accepted, activate, count, create, deactivate, delete, emails, flush_mail, get, list,
     list_all, login, member, member_by, new_user, org, pending, principal, query, reactivate,
@@ -295,6 +297,125 @@ async fn a_dialer_profile_round_trips_and_its_secrets_are_never_returned() {
         }
         other => panic!("expected PBX settings, got {other:?}"),
     }
+}
+
+/// The Dialer secrets of `user_id` as the database holds them.
+async fn stored_secrets(app: &TestApp, org: &Org, user_id: &str) -> (String, String) {
+    let db = app.database().await;
+    let row = db
+        .query_one_raw(statement(
+            app,
+            "SELECT caldav_token, pbx_password FROM users WHERE tenant_id = $1 AND id = $2",
+            vec![uuid(&org.account.tenant_id), uuid(user_id)],
+        ))
+        .await
+        .expect("the user's row")
+        .expect("a row");
+    (
+        row.try_get_by_index(0).expect("a CalDAV token"),
+        row.try_get_by_index(1).expect("a PBX password"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dialer_secrets_are_stored_sealed_never_in_clear() {
+    let app = spawn_app().await;
+    let acme = org(&app, "Acme", "ann@acme.test").await;
+    let mut ids = Vec::new();
+    for email in ["agent7@acme.test", "agent8@acme.test"] {
+        let mut request = new_user(email, &["ORDERS"]);
+        request.dialer_profile = Some(full_profile());
+        let created = create(&app, acme.token(), request)
+            .await
+            .expect("created")
+            .user
+            .expect("user");
+        ids.push(created.id);
+    }
+    let first = stored_secrets(&app, &acme, &ids[0]).await;
+    let second = stored_secrets(&app, &acme, &ids[1]).await;
+    for stored in [&first.0, &first.1, &second.0, &second.1] {
+        assert!(stored.starts_with("v1."), "not sealed: {stored}");
+        assert!(!stored.contains("s3cret"), "in clear: {stored}");
+    }
+    // The same secret seals differently each time (a fresh nonce).
+    assert_ne!(first.0, second.0);
+    assert_ne!(first.1, second.1);
+
+    // A new token is sealed too; the PBX password not sent stays as it was.
+    update(
+        &app,
+        acme.token(),
+        &ids[0],
+        with_profile(pb::DialerProfile {
+            caldav_token: "another-s3cret".to_owned(),
+            ..Default::default()
+        }),
+        &["dialer_profile.caldav_token"],
+    )
+    .await
+    .expect("a new CalDAV token");
+    let updated = stored_secrets(&app, &acme, &ids[0]).await;
+    assert!(updated.0.starts_with("v1.") && !updated.0.contains("s3cret"));
+    assert_ne!(updated.0, first.0);
+    assert_eq!(updated.1, first.1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dialer_secrets_an_older_version_stored_in_clear_are_sealed_at_the_next_start() {
+    let app = spawn_app().await;
+    let acme = org(&app, "Acme", "ann@acme.test").await;
+    let mut request = new_user("agent7@acme.test", &["ORDERS"]);
+    request.dialer_profile = Some(full_profile());
+    let created = create(&app, acme.token(), request)
+        .await
+        .expect("created")
+        .user
+        .expect("user");
+    // What a version before sealing left behind: clear values, and no record of the pass.
+    let db = app.database().await;
+    db.execute_raw(statement(
+        &app,
+        "UPDATE users SET caldav_token = $1, pbx_password = $2 WHERE tenant_id = $3 AND id = $4",
+        vec![
+            "clear-caldav-s3cret".into(),
+            "clear-pbx-s3cret".into(),
+            uuid(&acme.account.tenant_id),
+            uuid(&created.id),
+        ],
+    ))
+    .await
+    .expect("clear secrets");
+    db.execute_raw(statement(
+        &app,
+        "DELETE FROM server_keys WHERE name = $1",
+        vec!["dialer-profile-secrets-sealed".into()],
+    ))
+    .await
+    .expect("the record of the pass");
+
+    let app = app.restart().await;
+    let mut stored = stored_secrets(&app, &acme, &created.id).await;
+    for _ in 0..100 {
+        if stored.0.starts_with("v1.") && stored.1.starts_with("v1.") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        stored = stored_secrets(&app, &acme, &created.id).await;
+    }
+    for value in [&stored.0, &stored.1] {
+        assert!(
+            value.starts_with("v1."),
+            "not sealed after the start: {value}"
+        );
+        assert!(!value.contains("s3cret"), "still in clear: {value}");
+    }
+    let profile = get(&app, acme.token(), &created.id)
+        .await
+        .expect("get")
+        .dialer_profile
+        .expect("profile");
+    assert!(profile.caldav_token_set && profile.caldav_token.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
