@@ -15,6 +15,7 @@ mod m20261123_000013_outbox_priority;
 mod m20261123_000014_tenant_scoped_references;
 mod m20261123_000015_role_changes;
 mod m20261124_000016_set_based_references;
+mod m20261125_000017_clear_profile_secrets;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000014_tenant_scoped_references::Migration),
             Box::new(m20261123_000015_role_changes::Migration),
             Box::new(m20261124_000016_set_based_references::Migration),
+            Box::new(m20261125_000017_clear_profile_secrets::Migration),
         ]
     }
 }

@@ -6,6 +6,8 @@
 //!
 //! Sealed here: TOTP secrets (see [`super::two_factor`]) and the Dialer profile's CalDAV token
 //! and PBX password, which roster never returns but other services may one day need in clear.
+//! Every start seals the Dialer secrets it finds in clear (see
+//! [`App::seal_clear_profile_secrets`]).
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use rand::RngCore;
@@ -21,8 +23,6 @@ use crate::{
 pub const SEALED_PREFIX: &str = "v1.";
 /// Label of the key that seals the Dialer profile's secrets.
 const PROFILE_KEY_PURPOSE: &str = "dialer profile secrets v1";
-/// Name of the server-key row that says the clear Dialer secrets of older versions were sealed.
-const PROFILE_SECRETS_SEALED: &str = "dialer-profile-secrets-sealed";
 
 /// Seals and opens secrets with AES-256-GCM (random 96-bit nonces; associated data binds a
 /// sealed value to its row).
@@ -133,18 +133,13 @@ impl App {
         })
     }
 
-    /// Seals the Dialer secrets that versions before sealing stored in clear, once per database
-    /// (a server-key row records that it was done). Returns how many users it sealed.
+    /// Seals the Dialer secrets stored in clear by a version before sealing (or by one still
+    /// running during a rolling upgrade); returns how many values it sealed. Every start runs it:
+    /// a partial index finds those users without reading `users`.
     pub async fn seal_clear_profile_secrets(&self) -> Result<u64> {
         let db = self.store.db();
-        if store::keys::get(db, PROFILE_SECRETS_SEALED)
-            .await?
-            .is_some()
-        {
-            return Ok(0);
-        }
         let mut sealed = 0;
-        for row in store::users::clear_profile_secrets(db, SEALED_PREFIX).await? {
+        for row in store::users::clear_profile_secrets(db).await? {
             let secrets = self.seal_profile_secrets(row.tenant_id, row.user_id, &row.secrets)?;
             // Only a value still in clear is replaced: one set meanwhile is already sealed.
             sealed += store::users::replace_clear_profile_secrets(
@@ -156,13 +151,6 @@ impl App {
             )
             .await?;
         }
-        store::keys::get_or_create(
-            db,
-            PROFILE_SECRETS_SEALED,
-            SEALED_PREFIX.to_owned(),
-            self.clock.now(),
-        )
-        .await?;
         Ok(sealed)
     }
 }

@@ -6,14 +6,6 @@ use sea_orm::{ActiveValue::Set, EntityTrait};
 use super::{Conn, entity::server_key};
 use crate::model::{Error, Result};
 
-/// The secret stored under `name`, if any.
-pub async fn get(db: &impl Conn, name: &str) -> Result<Option<String>> {
-    Ok(server_key::Entity::find_by_id(name.to_owned())
-        .one(db)
-        .await?
-        .map(|row| row.secret))
-}
-
 /// Returns the secret stored under `name`, storing `generated` first when there is none. Replicas
 /// starting together agree on one value: the first insert wins and everyone reads it back.
 pub async fn get_or_create(

@@ -1314,42 +1314,35 @@ pub struct ClearSecrets {
     pub secrets: ProfileSecrets,
 }
 
-/// The users with a Dialer secret that does not start with `sealed_prefix` (one pass over
-/// `users`: it runs once per database).
-pub async fn clear_profile_secrets(
-    db: &impl Conn,
-    sealed_prefix: &str,
-) -> Result<Vec<ClearSecrets>> {
-    let pattern = format!("{sealed_prefix}%");
-    let clear = |column: user::Column| {
-        Condition::all()
-            .add(column.is_not_null())
-            .add(column.not_like(pattern.as_str()))
-    };
-    let rows = user::Entity::find()
-        .filter(
-            Condition::any()
-                .add(clear(user::Column::CaldavToken))
-                .add(clear(user::Column::PbxPassword)),
-        )
-        .all(db)
+/// The users with a Dialer secret in clear (not `v1.`, the sealed form), through the partial
+/// index `users_clear_secrets` (migration 000017), whose predicate this query repeats.
+pub async fn clear_profile_secrets(db: &impl Conn) -> Result<Vec<ClearSecrets>> {
+    const SEALED_PREFIX: &str = "v1.";
+    let backend = db.get_database_backend();
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            backend,
+            "SELECT tenant_id, id, caldav_token, pbx_password FROM users \
+             WHERE caldav_token NOT LIKE 'v1.%' OR pbx_password NOT LIKE 'v1.%'",
+        ))
         .await?;
     let in_clear = |value: Option<String>| {
         value
-            .filter(|value| !value.starts_with(sealed_prefix))
+            .filter(|value| !value.starts_with(SEALED_PREFIX))
             .map(crate::model::Secret::new)
     };
-    Ok(rows
-        .into_iter()
-        .map(|row| ClearSecrets {
-            tenant_id: TenantId(row.tenant_id),
-            user_id: UserId(row.id),
-            secrets: ProfileSecrets {
-                caldav_token: in_clear(row.caldav_token),
-                pbx_password: in_clear(row.pbx_password),
-            },
+    rows.into_iter()
+        .map(|row| {
+            Ok(ClearSecrets {
+                tenant_id: TenantId(row.try_get_by_index(0)?),
+                user_id: UserId(row.try_get_by_index(1)?),
+                secrets: ProfileSecrets {
+                    caldav_token: in_clear(row.try_get_by_index(2)?),
+                    pbx_password: in_clear(row.try_get_by_index(3)?),
+                },
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Replaces a user's clear Dialer secrets by their sealed form, each only if it still holds the

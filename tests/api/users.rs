@@ -372,7 +372,7 @@ async fn dialer_secrets_an_older_version_stored_in_clear_are_sealed_at_the_next_
         .expect("created")
         .user
         .expect("user");
-    // What a version before sealing left behind: clear values, and no record of the pass.
+    // What a version before sealing left behind.
     let db = app.database().await;
     db.execute_raw(statement(
         &app,
@@ -386,13 +386,6 @@ async fn dialer_secrets_an_older_version_stored_in_clear_are_sealed_at_the_next_
     ))
     .await
     .expect("clear secrets");
-    db.execute_raw(statement(
-        &app,
-        "DELETE FROM server_keys WHERE name = $1",
-        vec!["dialer-profile-secrets-sealed".into()],
-    ))
-    .await
-    .expect("the record of the pass");
 
     let app = app.restart().await;
     let mut stored = stored_secrets(&app, &acme, &created.id).await;
