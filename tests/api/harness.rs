@@ -226,7 +226,9 @@ async fn start(
     let channel = Endpoint::from_shared(format!("http://{addr}"))
         .expect("endpoint")
         .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30))
+        // A bound for a hung call, not a measure: a debug-build import of 45,000 rows on
+        // PostgreSQL takes 7-10 s alone and went past 30 s once with the whole suite running.
+        .timeout(Duration::from_secs(90))
         .connect_lazy();
     let mut app = TestApp {
         addr,
