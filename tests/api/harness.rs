@@ -276,6 +276,11 @@ impl TestApp {
         }
     }
 
+    /// The server's database.
+    pub fn database_url(&self) -> &str {
+        &self.backing.database_url
+    }
+
     /// A connection of its own to the server's database, to check what the RPCs cannot show.
     pub async fn database(&self) -> sea_orm::DatabaseConnection {
         Database::connect(self.backing.database_url.as_str())

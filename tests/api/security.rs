@@ -1762,6 +1762,40 @@ async fn forgot_password_mails_a_single_use_link_and_never_tells_who_exists() {
 
 // ---------------------------------------------------------------- replicas (PostgreSQL)
 
+/// A mass action's revocations leave in one statement (hundreds of notifications); every
+/// listener gets all of them, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_notifications_reaches_a_listener_whole_and_in_order() {
+    use roster::store::notify::{Listener, REVOCATION_CHANNEL, notify_all};
+    let app = spawn_app().await;
+    if !app.postgres {
+        eprintln!("note: notifications exist only on PostgreSQL; skipped on SQLite");
+        return;
+    }
+    let mut listener = Listener::connect(app.database_url())
+        .await
+        .expect("a listener");
+    let payloads: Vec<String> = (0..900)
+        .map(|n| format!("{{\"test\":{n},\"pad\":\"{}\"}}", "x".repeat(n % 200)))
+        .collect();
+    notify_all(&app.database().await, REVOCATION_CHANNEL, payloads.clone())
+        .await
+        .expect("sent");
+    let mut received = Vec::new();
+    while received.len() < payloads.len() {
+        let notification = tokio::time::timeout(Duration::from_secs(5), listener.recv())
+            .await
+            .expect("every notification within 5 s")
+            .expect("the listener works")
+            .expect("no reconnection");
+        // The server's own listener is on the same channel; only this test's payloads count.
+        if notification.payload.starts_with("{\"test\"") {
+            received.push(notification.payload);
+        }
+    }
+    assert_eq!(received, payloads);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_on_one_replica_is_refused_by_another_within_a_second() {
     let app = spawn_app().await;
