@@ -299,6 +299,17 @@ async fn a_dialer_profile_round_trips_and_its_secrets_are_never_returned() {
     }
 }
 
+/// A user of `org` with [`full_profile`], secrets included.
+async fn create_dialer_user(app: &TestApp, org: &Org, email: &str) -> pb::User {
+    let mut request = new_user(email, &["ORDERS"]);
+    request.dialer_profile = Some(full_profile());
+    create(app, org.token(), request)
+        .await
+        .expect("created")
+        .user
+        .expect("user")
+}
+
 /// The Dialer secrets of `user_id` as the database holds them.
 async fn stored_secrets(app: &TestApp, org: &Org, user_id: &str) -> (String, String) {
     let db = app.database().await;
@@ -323,14 +334,7 @@ async fn dialer_secrets_are_stored_sealed_never_in_clear() {
     let acme = org(&app, "Acme", "ann@acme.test").await;
     let mut ids = Vec::new();
     for email in ["agent7@acme.test", "agent8@acme.test"] {
-        let mut request = new_user(email, &["ORDERS"]);
-        request.dialer_profile = Some(full_profile());
-        let created = create(&app, acme.token(), request)
-            .await
-            .expect("created")
-            .user
-            .expect("user");
-        ids.push(created.id);
+        ids.push(create_dialer_user(&app, &acme, email).await.id);
     }
     let first = stored_secrets(&app, &acme, &ids[0]).await;
     let second = stored_secrets(&app, &acme, &ids[1]).await;
@@ -365,13 +369,7 @@ async fn dialer_secrets_are_stored_sealed_never_in_clear() {
 async fn dialer_secrets_an_older_version_stored_in_clear_are_sealed_at_the_next_start() {
     let app = spawn_app().await;
     let acme = org(&app, "Acme", "ann@acme.test").await;
-    let mut request = new_user("agent7@acme.test", &["ORDERS"]);
-    request.dialer_profile = Some(full_profile());
-    let created = create(&app, acme.token(), request)
-        .await
-        .expect("created")
-        .user
-        .expect("user");
+    let created = create_dialer_user(&app, &acme, "agent7@acme.test").await;
     // What a version before sealing left behind.
     let db = app.database().await;
     db.execute_raw(statement(
