@@ -210,8 +210,7 @@ pub async fn serve(
     ));
     let prune_task = tokio::spawn(prune_revocations(app.clone(), stop_rx.clone()));
     let invitation_task = tokio::spawn(send_invitations(app.clone(), stop_rx.clone()));
-    // Once per database, after the upgrade that started sealing them; in the background, as it
-    // reads every user once.
+    // In the background: usually there is nothing in clear (a partial index tells at once).
     tokio::spawn(seal_clear_profile_secrets(app.clone()));
 
     let reflection_v1 = reflection().build_v1()?;

@@ -143,7 +143,7 @@ impl App {
         let tenant_id = principal.tenant_id;
         let db = self.store.db();
         let mut skipped = Vec::new();
-        let selected: Vec<UserId> = match &request.selection {
+        let ids: Vec<UserId> = match &request.selection {
             Selection::Ids(ids) => {
                 let mut unique: Vec<UserId> = ids.clone();
                 unique.sort();
@@ -176,12 +176,11 @@ impl App {
                 store::users::select_ids(db, tenant_id, &UserFilter::default()).await?
             }
         };
-        let matched = selected.len() as u64;
+        let matched = ids.len() as u64;
 
         let owner = store::tenants::get(db, tenant_id)
             .await?
             .and_then(|t| t.owner_user_id);
-        let ids = selected;
         let admins = if principal.is_owner {
             HashSet::new()
         } else {

@@ -15,12 +15,10 @@ use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 
 use super::App;
 use crate::{
-    model::{Error, ProfileSecrets, Result, SealedSecrets, TenantId, UserId},
+    model::{Error, ProfileSecrets, Result, SEALED_PREFIX, SealedSecrets, TenantId, UserId},
     store,
 };
 
-/// Prefix of a sealed secret (the format, so that it can change).
-pub const SEALED_PREFIX: &str = "v1.";
 /// Label of the key that seals the Dialer profile's secrets.
 const PROFILE_KEY_PURPOSE: &str = "dialer profile secrets v1";
 

@@ -27,7 +27,7 @@ pub use roles::{
     ADMIN_GRADE_PERMISSIONS, ALL_PERMISSIONS, BuiltinRole, Permission, RoleDef, RoleScope,
     builtin_role, builtin_roles, effective_permissions, normalize_role_key, normalize_role_keys,
 };
-pub use secret::Secret;
+pub use secret::{SEALED_PREFIX, Secret};
 pub use team::{Membership, Team, TeamId, TeamKind, TeamRole};
 pub use tenant::{Tenant, TenantRef, slug_from_name};
 pub use user::{MatchMode, User, UserCursor, UserFilter, UserOrder, UserPageRequest, UserStatus};

@@ -1,5 +1,9 @@
 use std::fmt;
 
+/// How a sealed secret begins (the format's version, so that it can change): `v1.` and base64 of
+/// an AES-256-GCM nonce, ciphertext and tag (see `domain::sealing`).
+pub const SEALED_PREFIX: &str = "v1.";
+
 /// A string that must never be printed: `Debug` and `Display` show a placeholder.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Secret(String);

@@ -16,9 +16,9 @@ use super::{
 };
 use crate::model::{
     DialerProfile, Email, Error, Login, MatchMode, Membership, PersonName, ProfileSecrets, Result,
-    RoleDef, SealedSecrets, TeamId, TeamKind, TeamRole, Tenant, TenantId, User, UserCursor,
-    UserFilter, UserId, UserOrder, UserPageRequest, UserStatus, Username, builtin_role,
-    builtin_roles,
+    RoleDef, SEALED_PREFIX, SealedSecrets, Secret, TeamId, TeamKind, TeamRole, Tenant, TenantId,
+    User, UserCursor, UserFilter, UserId, UserOrder, UserPageRequest, UserStatus, Username,
+    builtin_role, builtin_roles,
 };
 
 /// Largest number of ids bound in one statement (well under SQLite's 32,766 parameters).
@@ -703,15 +703,15 @@ async fn insert_many_postgres(
                     format!("{USERS} ON CONFLICT DO NOTHING RETURNING id"),
                     values,
                 );
-                let mut skipped_in = HashSet::new();
+                let mut inserted_now = HashSet::new();
                 for row in db.query_all_raw(skipping).await? {
-                    skipped_in.insert(UserId(row.try_get_by_index::<uuid::Uuid>(0)?));
+                    inserted_now.insert(UserId(row.try_get_by_index::<uuid::Uuid>(0)?));
                 }
                 // Only the users inserted get their roles.
                 let (users, keys): (Vec<_>, Vec<_>) = role_users
                     .into_iter()
                     .zip(role_keys)
-                    .filter(|(user, _)| skipped_in.contains(&UserId(*user)))
+                    .filter(|(user, _)| inserted_now.contains(&UserId(*user)))
                     .unzip();
                 if !users.is_empty() {
                     db.execute_raw(Statement::from_sql_and_values(
@@ -721,7 +721,7 @@ async fn insert_many_postgres(
                     ))
                     .await?;
                 }
-                inserted.extend(skipped_in);
+                inserted.extend(inserted_now);
             }
             Err(err) => return Err(err.into()),
         }
@@ -1345,10 +1345,9 @@ pub struct ClearSecrets {
     pub secrets: ProfileSecrets,
 }
 
-/// The users with a Dialer secret in clear (not `v1.`, the sealed form), through the partial
+/// The users with a Dialer secret in clear (not [`SEALED_PREFIX`], `v1.`), through the partial
 /// index `users_clear_secrets` (migration 000017), whose predicate this query repeats.
 pub async fn clear_profile_secrets(db: &impl Conn) -> Result<Vec<ClearSecrets>> {
-    const SEALED_PREFIX: &str = "v1.";
     let backend = db.get_database_backend();
     let rows = db
         .query_all_raw(Statement::from_string(
@@ -1360,7 +1359,7 @@ pub async fn clear_profile_secrets(db: &impl Conn) -> Result<Vec<ClearSecrets>> 
     let in_clear = |value: Option<String>| {
         value
             .filter(|value| !value.starts_with(SEALED_PREFIX))
-            .map(crate::model::Secret::new)
+            .map(Secret::new)
     };
     rows.into_iter()
         .map(|row| {
