@@ -210,6 +210,8 @@ pub async fn serve(
     ));
     let prune_task = tokio::spawn(prune_revocations(app.clone(), stop_rx.clone()));
     let invitation_task = tokio::spawn(send_invitations(app.clone(), stop_rx.clone()));
+    let unfinished_imports_task =
+        tokio::spawn(undo_unfinished_imports(app.clone(), stop_rx.clone()));
     // In the background: usually there is nothing in clear (a partial index tells at once).
     tokio::spawn(seal_clear_profile_secrets(app.clone()));
 
@@ -318,6 +320,7 @@ pub async fn serve(
         health_task,
         prune_task,
         invitation_task,
+        unfinished_imports_task,
         replication_task,
         limiter_task
     );
@@ -394,6 +397,22 @@ async fn send_invitations(app: App, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = app.invitation_wake.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Deletes the users of imports stopped between their two commits (see `domain::import`): at
+/// start, and every half minute for those of a replica that stopped meanwhile.
+async fn undo_unfinished_imports(app: App, mut stop: watch::Receiver<bool>) {
+    loop {
+        match app.undo_unfinished_imports().await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::warn!(deleted, "unfinished imports undone"),
+            Err(err) => tracing::warn!(error = %err, "the pass over unfinished imports failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
             _ = stop.changed() => return,
         }
     }

@@ -6,7 +6,7 @@
 //! `caller_id_number`. A row without a password or hash is invited by email.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -14,6 +14,8 @@ use std::{
 };
 
 use tokio::sync::mpsc;
+
+mod write;
 
 use serde_json::json;
 
@@ -31,7 +33,7 @@ use crate::{
         PhoneNumber, Principal, Result, RoleDef, RoleScope, TenantId, TimeZone, User, UserId,
         UserStatus, Username, builtin_roles, normalize_role_keys,
     },
-    store::{self, Touched, tokens::NewActionToken, users::NewUser},
+    store::{self, Touched, tokens::NewActionToken},
 };
 
 /// The largest CSV file accepted in one call.
@@ -40,8 +42,11 @@ pub const MAX_FILE_BYTES: usize = 256 * 1024 * 1024;
 const MAX_REPORTED_ERRORS: usize = 1_000;
 /// A message's maker: (to, first name, account, link, hours valid).
 type Compose = fn(&str, &str, &str, &str, i64) -> mail::Mail;
-/// Good rows handed from the parser to the inserter at a time.
-const PARSED_CHUNK: usize = 20_000;
+/// Good rows handed from the parser to the writers in the first chunk: small, so that the first
+/// insert starts after a few milliseconds of parsing.
+const FIRST_CHUNK: usize = 2_500;
+/// The most good rows in a chunk: each chunk doubles the last, up to this.
+const PARSED_CHUNK: usize = 10_000;
 /// Users whose invitation tokens and messages are made in one transaction.
 const INVITATION_CHUNK: usize = 2_000;
 /// An import creating at least this many users refreshes the database's statistics after it.
@@ -130,7 +135,7 @@ impl App {
         );
         // Parsing and checking 100,000 rows takes a core for about half a second: not on the
         // runtime's threads, where it would hold up every call scheduled behind it.
-        let (chunks, mut parsed) = mpsc::channel::<Vec<Row>>(2);
+        let (chunks, parsed) = mpsc::channel::<Vec<Row>>(2);
         let bad_row_seen = Arc::new(AtomicBool::new(false));
         let parser = {
             let principal = principal.clone();
@@ -158,79 +163,68 @@ impl App {
             })
         };
 
-        // Every good row (to report taken logins if nothing is written), the users created so
-        // far, and the rows whose logins the database found taken.
-        let mut good_rows: Vec<(u64, User)> = Vec::new();
-        let mut created: Vec<UserId> = Vec::new();
-        let mut taken_in_tx: Vec<ImportError> = Vec::new();
-        let mut tx = None;
-        while let Some(chunk) = parsed.recv().await {
-            let may_write = !options.dry_run
-                && (options.skip_invalid_rows || !bad_row_seen.load(Ordering::Relaxed))
-                && taken_in_tx.is_empty();
-            if !may_write {
-                good_rows.extend(chunk.into_iter().map(|row| (row.line, row.user)));
-                continue;
-            }
-            let tx = match &mut tx {
-                Some(tx) => tx,
-                None => tx.insert(self.store.begin().await?),
-            };
-            let (inserted, taken, users) =
-                self.insert_chunk(tx, principal.tenant_id, chunk).await?;
-            created.extend(
-                users
-                    .iter()
-                    .map(|(_, user)| user.id)
-                    .filter(|id| inserted.contains(id)),
-            );
-            taken_in_tx.extend(taken);
-            good_rows.extend(users);
-        }
+        let intake = write::Intake::new(parsed, options, bad_row_seen);
+        let first = intake.next().await;
+        let more_may_follow = first.as_ref().is_some_and(|rows| rows.len() >= FIRST_CHUNK);
+        let outcome = self
+            .write_import(principal.tenant_id, &intake, first, more_may_follow)
+            .await;
+        // The parser stops at its next chunk once the intake is gone (after a failed write).
+        drop(intake);
+        let (mut written, secondary) = outcome?;
         let (mut report, mut errors) = parser
             .await
             .map_err(|err| Error::internal(format!("the CSV parser panicked: {err}")))??;
         tracing::debug!(rows = report.rows, took = ?started.elapsed(), "import parsed and inserted");
 
+        let mut second_part = None;
+        if let Some(mut secondary) = secondary {
+            second_part = secondary.take_part();
+            written.merge(secondary);
+        }
         let writes = !options.dry_run
-            && (options.skip_invalid_rows || (errors.is_empty() && taken_in_tx.is_empty()));
-        let Some(tx) = tx.filter(|_| writes) else {
+            && (options.skip_invalid_rows || (errors.is_empty() && written.taken.is_empty()));
+        let Some(tx) = written.tx.take().filter(|_| writes) else {
             // Nothing is written (a transaction begun rolls back when dropped): every problem
             // is reported at once, the logins already taken in the account among them.
-            let lines_and_users: Vec<(u64, &User)> =
-                good_rows.iter().map(|(line, user)| (*line, user)).collect();
+            let lines_and_users: Vec<(u64, &User)> = written
+                .good_rows
+                .iter()
+                .map(|(line, user)| (*line, user))
+                .collect();
             let taken =
                 taken_logins(self.store.db(), principal.tenant_id, &lines_and_users).await?;
             errors.extend(taken.into_values());
             report.set_errors(errors);
             return Ok(report);
         };
-        errors.extend(taken_in_tx);
+        errors.extend(written.taken);
         report.set_errors(errors);
+        let created: Vec<UserId> = written.created.iter().map(|(_, id)| *id).collect();
         if created.is_empty() {
             return Ok(report);
         }
 
-        // The emails are queued as one batch: each token and message is made afterwards, a chunk
-        // per transaction (see `send_invitation_batches`).
-        if !options.suppress_emails {
-            store::invitations::insert(&tx, principal.tenant_id, &created, now).await?;
-        }
         report.created = created.len() as u64;
-        self.record(
-            &tx,
-            NewActivity {
-                tenant_id: principal.tenant_id,
-                actor: Some(principal.user_id),
-                action: "users.imported",
-                target_type: Some("users"),
-                target_id: None,
-                client: client.clone(),
-                details: json!({ "rows": report.rows, "created": report.created, "invalid": report.invalid }),
-            },
-        )
-        .await?;
-        self.store.commit(tx).await?;
+        let activity = NewActivity {
+            tenant_id: principal.tenant_id,
+            actor: Some(principal.user_id),
+            action: "users.imported",
+            target_type: Some("users"),
+            target_id: None,
+            client: client.clone(),
+            details: json!({ "rows": report.rows, "created": report.created, "invalid": report.invalid }),
+        };
+        let finish = async |tx: &store::Tx| {
+            // The emails are queued as one batch: each token and message is made afterwards, a
+            // chunk per transaction (see `send_invitation_batches`).
+            if !options.suppress_emails {
+                store::invitations::insert(tx, principal.tenant_id, &created, now).await?;
+            }
+            self.record(tx, activity).await
+        };
+        self.commit_import(principal.tenant_id, tx, second_part, now, finish)
+            .await?;
         if !options.suppress_emails {
             self.invitations_queued();
         }
@@ -249,60 +243,6 @@ impl App {
         }
         tracing::info!(tenant_id = %principal.tenant_id, created = report.created, "users imported");
         Ok(report)
-    }
-
-    /// Inserts a chunk of good rows (hashing clear-text passwords, as many at once as the hasher
-    /// allows). Returns the ids inserted, an error for each row whose login the database found
-    /// taken (the unique indexes tell, as it inserts: one pass instead of a lookup and then an
-    /// insert), and the rows' users, by line.
-    async fn insert_chunk(
-        &self,
-        tx: &store::Tx,
-        tenant_id: TenantId,
-        rows: Vec<Row>,
-    ) -> Result<(HashSet<UserId>, Vec<ImportError>, Vec<(u64, User)>)> {
-        let hashes = futures::future::try_join_all(rows.iter().map(|row| async {
-            match &row.password {
-                Some(password) => self.passwords.hash(password.expose()).await.map(Some),
-                None => Ok(row.password_hash.clone()),
-            }
-        }))
-        .await?;
-        let lines: Vec<u64> = rows.iter().map(|row| row.line).collect();
-        let new_users: Vec<NewUser> = rows
-            .into_iter()
-            .zip(hashes)
-            .map(|(row, password_hash)| NewUser {
-                user: row.user,
-                password_hash,
-                secrets: Default::default(),
-            })
-            .collect();
-        let inserted = store::users::insert_many(tx, tenant_id, &new_users).await?;
-        let users: Vec<(u64, User)> = lines
-            .into_iter()
-            .zip(new_users.into_iter().map(|new| new.user))
-            .collect();
-        if inserted.len() == users.len() {
-            return Ok((inserted, Vec::new(), users));
-        }
-        let skipped: Vec<(u64, &User)> = users
-            .iter()
-            .filter(|(_, user)| !inserted.contains(&user.id))
-            .map(|(line, user)| (*line, user))
-            .collect();
-        let taken = taken_logins(tx, tenant_id, &skipped).await?;
-        let errors = skipped
-            .iter()
-            .map(|&(line, _)| {
-                taken.get(&line).cloned().unwrap_or_else(|| ImportError {
-                    line,
-                    column: "email".into(),
-                    message: "email is already taken in this account".into(),
-                })
-            })
-            .collect();
-        Ok((inserted, errors, users))
     }
 
     /// Makes the tokens and messages of the queued invitation batches, [`INVITATION_CHUNK`] users
@@ -503,7 +443,8 @@ fn parse(
         ));
     }
 
-    let mut rows = Vec::with_capacity(PARSED_CHUNK);
+    let mut chunk_size = FIRST_CHUNK;
+    let mut rows = Vec::with_capacity(chunk_size);
     let mut seen_emails: HashMap<String, u64> = HashMap::new();
     let mut seen_usernames: HashMap<String, u64> = HashMap::new();
     for record in reader.records() {
@@ -710,13 +651,12 @@ fn parse(
             password,
             password_hash,
         });
-        if rows.len() == PARSED_CHUNK
-            && !emit(
-                std::mem::replace(&mut rows, Vec::with_capacity(PARSED_CHUNK)),
-                errors.len(),
-            )
-        {
-            return Ok(());
+        if rows.len() == chunk_size {
+            chunk_size = (chunk_size * 2).min(PARSED_CHUNK);
+            let full = std::mem::replace(&mut rows, Vec::with_capacity(chunk_size));
+            if !emit(full, errors.len()) {
+                return Ok(());
+            }
         }
     }
     if !rows.is_empty() {
