@@ -2,6 +2,7 @@
 //! BulkUpdateUsers (mass actions on selected users, on a filter, or on everyone).
 
 use roster::api::pb;
+use sea_orm::{ConnectionTrait, TransactionTrait};
 use std::time::Duration;
 
 use tonic::Code;
@@ -105,6 +106,163 @@ async fn a_problem_late_in_a_large_file_undoes_the_rows_already_inserted() {
     .expect("import answers");
     assert_eq!((report.created, report.invalid), (good_rows as i64, 1));
     assert_eq!(count(&app, acme.token()).await, before + good_rows as i64);
+    // On PostgreSQL two transactions wrote it; the record of the second is gone with the first's
+    // commit.
+    assert_eq!(import_parts(&app).await, 0);
+}
+
+/// The rows of `import_parts` (see `domain::import::write`); none on SQLite, where no import
+/// writes any.
+async fn import_parts(app: &TestApp) -> i64 {
+    let row = app
+        .database()
+        .await
+        .query_one_raw(crate::references::statement(
+            app,
+            "SELECT count(*) FROM import_parts",
+            vec![],
+        ))
+        .await
+        .expect("count import_parts")
+        .expect("a row");
+    row.try_get_by_index(0).expect("a count")
+}
+
+/// Skipping bad rows, a taken login in the first chunk does not stop the chunks after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_skipping_bad_rows_writes_every_chunk_after_a_taken_login() {
+    let app = spawn_app().await;
+    let acme = org(&app, "Acme", "ann@acme.test").await;
+    let before = count(&app, acme.token()).await;
+    let new_rows = 6_000;
+    let mut csv =
+        String::from("email,first_name,last_name,roles\nann@acme.test,Ann,Again,REPORTS\n");
+    for i in 0..new_rows {
+        csv.push_str(&format!("s{i}@acme.test,Row,Number{i},REPORTS\n"));
+    }
+    let report = import(
+        &app,
+        acme.token(),
+        &csv,
+        1 << 20,
+        ImportOptions {
+            skip_invalid_rows: true,
+            suppress_emails: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("import answers");
+    assert_eq!((report.created, report.invalid), (new_rows as i64, 1));
+    assert_eq!(import_errors(&report), vec![(2, "email".to_owned())]);
+    assert_eq!(count(&app, acme.token()).await, before + new_rows as i64);
+    let last = format!("s{}@acme.test", new_rows - 1);
+    assert_eq!(
+        emails(&app, acme.token(), query(&last, pb::MatchMode::Exact)).await,
+        vec![last.clone()]
+    );
+}
+
+/// On PostgreSQL, an import whose second transaction committed and whose first never did (the
+/// server stopped between the two) is undone at the next start: the users named in its record
+/// are deleted, unless an import of the account is writing (it holds the account's import lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_stopped_between_its_two_commits_is_undone_by_the_next_server() {
+    let app = spawn_app().await;
+    if !app.postgres {
+        return; // SQLite writes an import in one transaction: there is nothing to undo.
+    }
+    let acme = org(&app, "Acme", "ann@acme.test").await;
+    let csv = "email,roles\nkept@acme.test,REPORTS\norphan1@acme.test,REPORTS\norphan2@acme.test,REPORTS\n";
+    let report = import(
+        &app,
+        acme.token(),
+        csv,
+        1 << 20,
+        ImportOptions {
+            suppress_emails: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("import");
+    assert_eq!(report.created, 3);
+    let id_of = async |email: &str| {
+        list_all(&app, acme.token(), query(email, pb::MatchMode::Exact)).await[0]
+            .id
+            .clone()
+    };
+    let orphans = [
+        id_of("orphan1@acme.test").await,
+        id_of("orphan2@acme.test").await,
+    ];
+    // The record the second transaction of an unfinished import leaves.
+    let packed: Vec<u8> = orphans
+        .iter()
+        .flat_map(|id| *uuid::Uuid::parse_str(id).expect("a uuid").as_bytes())
+        .collect();
+    let db = app.database().await;
+    db.execute_raw(crate::references::statement(
+        &app,
+        "INSERT INTO import_parts (import_id, part, tenant_id, user_ids, created_at) \
+         VALUES ($1, 1, $2, $3, now())",
+        vec![
+            uuid::Uuid::now_v7().into(),
+            crate::references::uuid(&acme.account.tenant_id),
+            packed.into(),
+        ],
+    ))
+    .await
+    .expect("plant the record");
+    let remaining = async |app: &TestApp, token: &str| {
+        emails(app, token, query("@acme.test", pb::MatchMode::Contains)).await
+    };
+    let all = vec![
+        "ann@acme.test".to_owned(),
+        "kept@acme.test".to_owned(),
+        "orphan1@acme.test".to_owned(),
+        "orphan2@acme.test".to_owned(),
+    ];
+
+    // An import of the account is writing (this transaction holds its lock): the next server
+    // leaves the record alone.
+    let writing = db.begin().await.expect("begin");
+    writing
+        .execute_raw(crate::references::statement(
+            &app,
+            "SELECT pg_advisory_xact_lock(1919906677, hashtext($1::text))",
+            vec![crate::references::uuid(&acme.account.tenant_id)],
+        ))
+        .await
+        .expect("lock");
+    let app = app.restart().await;
+    let session = login(&app, &acme, "ann@acme.test", PASSWORD).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut listed = remaining(&app, &session.access_token).await;
+    listed.sort();
+    assert_eq!(listed, all);
+    assert_eq!(import_parts(&app).await, 1);
+
+    writing.rollback().await.expect("unlock");
+    let app = app.restart().await;
+    let session = login(&app, &acme, "ann@acme.test", PASSWORD).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut listed = remaining(&app, &session.access_token).await;
+        listed.sort();
+        if listed == ["ann@acme.test", "kept@acme.test"] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the orphans are still there: {listed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(import_parts(&app).await, 0);
+    for id in &orphans {
+        expect_code(get(&app, &session.access_token, id).await, Code::NotFound);
+    }
 }
 
 /// A large import refreshes PostgreSQL's statistics of the users (autovacuum would not, below a
