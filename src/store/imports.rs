@@ -100,7 +100,7 @@ pub async fn record_part(
     user_ids: &[UserId],
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let packed: Vec<u8> = user_ids.iter().flat_map(|id| *id.0.as_bytes()).collect();
+    let packed = super::pack_user_ids(user_ids);
     tx.execute_raw(statement(
         "INSERT INTO import_parts (import_id, part, tenant_id, user_ids, created_at) \
          VALUES ($1, $2, $3, $4, $5)",
@@ -151,14 +151,7 @@ pub async fn take_parts(tx: &impl Conn, tenant_id: TenantId) -> Result<Vec<Unfin
             Ok(UnfinishedPart {
                 import_id: row.try_get_by_index(0)?,
                 part: row.try_get_by_index(1)?,
-                user_ids: packed
-                    .chunks_exact(16)
-                    .map(|bytes| {
-                        UserId(uuid::Uuid::from_bytes(
-                            bytes.try_into().expect("chunks of 16 bytes"),
-                        ))
-                    })
-                    .collect(),
+                user_ids: super::unpack_user_ids(&packed),
             })
         })
         .collect()

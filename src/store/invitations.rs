@@ -31,7 +31,7 @@ pub async fn insert(
     user_ids: &[UserId],
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let packed: Vec<u8> = user_ids.iter().flat_map(|id| *id.0.as_bytes()).collect();
+    let packed = super::pack_user_ids(user_ids);
     invitation_batch::Entity::insert(invitation_batch::ActiveModel {
         id: Set(uuid::Uuid::now_v7()),
         tenant_id: Set(tenant_id.0),
@@ -80,14 +80,7 @@ pub async fn next(db: &impl Conn, chunk: usize) -> Result<Option<InvitationBatch
         tenant_id: TenantId(tenant_id),
         total,
         done: usize::try_from(done).unwrap_or_default().min(total),
-        next_users: next
-            .chunks_exact(16)
-            .map(|bytes| {
-                let mut id = [0u8; 16];
-                id.copy_from_slice(bytes);
-                UserId(uuid::Uuid::from_bytes(id))
-            })
-            .collect(),
+        next_users: super::unpack_user_ids(&next),
     }))
 }
 

@@ -46,6 +46,7 @@ pub type Tx = DatabaseTransaction;
 pub struct Store {
     db: DatabaseConnection,
     sqlite: bool,
+    max_connections: u32,
     writes: Arc<WriteEpoch>,
 }
 
@@ -182,6 +183,7 @@ impl Store {
         Ok(Self {
             db,
             sqlite,
+            max_connections,
             writes: Arc::default(),
         })
     }
@@ -216,6 +218,11 @@ impl Store {
                 .await?;
         }
         Ok(())
+    }
+
+    /// The most connections the pool opens.
+    pub fn max_connections(&self) -> u32 {
+        self.max_connections
     }
 
     /// The connection pool, for reads outside a transaction.
@@ -298,6 +305,23 @@ fn sqlstate(err: &DbErr) -> Option<String> {
         }
         _ => None,
     }
+}
+
+/// User ids as one value of 16 bytes each (a list stored in one column, on both databases).
+pub fn pack_user_ids(ids: &[UserId]) -> Vec<u8> {
+    ids.iter().flat_map(|id| *id.0.as_bytes()).collect()
+}
+
+/// The user ids of [`pack_user_ids`]'s bytes.
+pub fn unpack_user_ids(packed: &[u8]) -> Vec<UserId> {
+    packed
+        .chunks_exact(16)
+        .map(|bytes| {
+            let mut id = [0u8; 16];
+            id.copy_from_slice(bytes);
+            UserId(uuid::Uuid::from_bytes(id))
+        })
+        .collect()
 }
 
 /// Ids bound in one statement that lists them with [`one_of`]: PostgreSQL takes them as one

@@ -111,8 +111,8 @@ impl App {
     /// the users in multi-row statements and queues their activation or invitation emails.
     ///
     /// An import that may write inserts each chunk of good rows while the parser reads the
-    /// next (the two take about the same time, on two cores): the transaction is rolled back
-    /// if a bad row turns up later and bad rows are not to be skipped.
+    /// next, on two transactions at once on PostgreSQL (see [`write`]): they are rolled back if
+    /// a bad row turns up later and bad rows are not to be skipped.
     pub async fn import_users(
         &self,
         principal: &Principal,

@@ -141,7 +141,8 @@ impl App {
             let tx = self.store.begin().await?;
             if self.store.is_postgres() {
                 store::imports::lock_account(&tx, tenant_id).await?;
-                if more_may_follow {
+                // A second connection, if the pool leaves one for other calls meanwhile.
+                if more_may_follow && self.store.max_connections() >= 3 {
                     store::imports::lock_users_shared(&tx, tenant_id).await?;
                     secondary = self.begin_second_part(tenant_id).await?.map(Written::with);
                 }
