@@ -5,6 +5,8 @@
 //! (an argon2 or bcrypt hash, for migrations), `timezone`, `language`, `caller_id_name`,
 //! `caller_id_number`. A row without a password or hash is invited by email.
 
+mod write;
+
 use std::{
     collections::HashMap,
     sync::{
@@ -14,8 +16,6 @@ use std::{
 };
 
 use tokio::sync::mpsc;
-
-mod write;
 
 use serde_json::json;
 
