@@ -163,6 +163,35 @@ async fn an_import_skipping_bad_rows_writes_every_chunk_after_a_taken_login() {
     );
 }
 
+/// Two imports of the same file into one account at once (a client retrying, say): on
+/// PostgreSQL each is written by two transactions, and they take turns instead of waiting for each
+/// other's logins. One creates every user, the other finds every login taken and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_large_file_imported_twice_at_once_is_written_once() {
+    let app = spawn_app().await;
+    let acme = org(&app, "Acme", "ann@acme.test").await;
+    let before = count(&app, acme.token()).await;
+    let rows = 6_000;
+    let mut csv = String::from("email,first_name,last_name,roles\n");
+    for i in 0..rows {
+        csv.push_str(&format!("twice{i}@acme.test,Row,Number{i},REPORTS\n"));
+    }
+    let no_mail = ImportOptions {
+        suppress_emails: true,
+        ..Default::default()
+    };
+    let (first, second) = tokio::join!(
+        import(&app, acme.token(), &csv, 1 << 20, no_mail),
+        import(&app, acme.token(), &csv, 1 << 20, no_mail),
+    );
+    let mut outcomes = [first.expect("first import"), second.expect("second import")]
+        .map(|report| (report.created, report.invalid));
+    outcomes.sort();
+    assert_eq!(outcomes, [(0, rows as i64), (rows as i64, 0)]);
+    assert_eq!(count(&app, acme.token()).await, before + rows as i64);
+    assert_eq!(import_parts(&app).await, 0);
+}
+
 /// On PostgreSQL, an import whose second transaction committed and whose first never did (the
 /// server stopped between the two) is undone at the next start: the users named in its record
 /// are deleted, unless an import of the account is writing (it holds the account's import lock).
