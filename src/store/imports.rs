@@ -8,9 +8,9 @@ use sea_orm::{DbBackend, Statement, Value};
 use super::Conn;
 use crate::model::{Result, TenantId, UserId};
 
-/// The class of the advisory lock that one import of an account holds while it writes. The
-/// account's users lock (migration 000016) is class 1919906676 ("rost"); this one follows it.
-const IMPORT_LOCK_CLASS: i32 = 1_919_906_677;
+/// The class of the advisory lock that one import of an account holds while it writes: the one
+/// after the account's users lock.
+const IMPORT_LOCK_CLASS: i32 = super::users::USERS_LOCK_CLASS + 1;
 
 /// A second part of an import that committed and whose first part has not (yet).
 #[derive(Debug, Clone)]
@@ -54,23 +54,15 @@ pub async fn try_lock_account(tx: &impl Conn, tenant_id: TenantId) -> Result<boo
     .await
 }
 
-/// Takes the account's users lock, shared, waiting for a deletion that holds it; held until `tx`
-/// ends. A statement writing over 1,000 rows that name users takes it anyway (migration 000016).
-pub async fn lock_users_shared(tx: &impl Conn, tenant_id: TenantId) -> Result<()> {
-    tx.execute_raw(statement(
-        "SELECT roster_lock_users_of($1, false)",
-        [tenant_id.0.into()],
-    ))
-    .await?;
-    Ok(())
-}
-
 /// Takes the account's users lock, shared, only if it is free of waiters: a deletion queued for
 /// it makes this `false` at once instead of queueing behind it.
 pub async fn try_lock_users_shared(tx: &impl Conn, tenant_id: TenantId) -> Result<bool> {
     query_bool(
         tx,
-        "SELECT pg_try_advisory_xact_lock_shared(1919906676, hashtext($1::text))",
+        &format!(
+            "SELECT pg_try_advisory_xact_lock_shared({}, hashtext($1::text))",
+            super::users::USERS_LOCK_CLASS
+        ),
         tenant_id,
     )
     .await

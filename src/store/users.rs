@@ -1412,18 +1412,34 @@ pub async fn replace_clear_profile_secrets(
     Ok(replaced)
 }
 
+/// The class of the account's users lock, the advisory lock of migration 000016's
+/// `roster_lock_users_of` ("rost").
+pub const USERS_LOCK_CLASS: i32 = 1_919_906_676;
+
+/// Takes the account's users lock (PostgreSQL, migration 000016) until the transaction ends:
+/// exclusive for a deletion of users, shared for a writer of rows naming them (a statement writing
+/// over 1,000 such rows takes it shared anyway), waiting for a holder of the other kind.
+pub async fn lock_account_users(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    exclusive: bool,
+) -> Result<()> {
+    db.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT roster_lock_users_of($1, $2)",
+        [tenant_id.0.into(), exclusive.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
 /// Deletes users of the account (their roles, sessions and tokens go with them).
 pub async fn delete(db: &impl Conn, tenant_id: TenantId, ids: &[UserId]) -> Result<u64> {
     if db.get_database_backend() == DbBackend::Postgres {
         // The deletion's trigger takes this lock too (migration 000016), but only once the rows
         // are deleted: taken first, a deletion never holds a user's row while it waits for a
         // large writer of rows naming the account's users, who might be waiting for that row.
-        db.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT roster_lock_users_of($1, true)",
-            [tenant_id.0.into()],
-        ))
-        .await?;
+        lock_account_users(db, tenant_id, true).await?;
     }
     let mut deleted = 0;
     for chunk in ids.chunks(super::ids_per_statement(db)) {

@@ -143,7 +143,7 @@ impl App {
                 store::imports::lock_account(&tx, tenant_id).await?;
                 // A second connection, if the pool leaves one for other calls meanwhile.
                 if more_may_follow && self.store.max_connections() >= 3 {
-                    store::imports::lock_users_shared(&tx, tenant_id).await?;
+                    store::users::lock_account_users(&tx, tenant_id, false).await?;
                     secondary = self.begin_second_part(tenant_id).await?.map(Written::with);
                 }
             }
