@@ -292,6 +292,9 @@ pub async fn serve(
             settings.max_concurrent_requests,
         ))
         .layer(trace)
+        .layer(tower::util::MapResponseLayer::new(
+            crate::api::client_errors_as_client_errors,
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

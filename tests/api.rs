@@ -27,6 +27,8 @@ mod security;
 mod service;
 #[path = "api/teams.rs"]
 mod teams;
+#[path = "api/trust.rs"]
+mod trust;
 #[path = "api/users.rs"]
 mod users;
 #[path = "api/users_bulk.rs"]

@@ -17,6 +17,7 @@ mod m20261123_000015_role_changes;
 mod m20261124_000016_set_based_references;
 mod m20261125_000017_clear_profile_secrets;
 mod m20261125_000018_import_parts;
+mod m20261202_000019_email_verification;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000016_set_based_references::Migration),
             Box::new(m20261125_000017_clear_profile_secrets::Migration),
             Box::new(m20261125_000018_import_parts::Migration),
+            Box::new(m20261202_000019_email_verification::Migration),
         ]
     }
 }

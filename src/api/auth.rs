@@ -231,6 +231,19 @@ impl pb::auth_service_server::AuthService for AuthApi {
         Ok(Response::new(pb::ResetPasswordWithTokenResponse {}))
     }
 
+    async fn confirm_email(
+        &self,
+        request: Request<pb::ConfirmEmailRequest>,
+    ) -> Result<Response<pb::ConfirmEmailResponse>, Status> {
+        self.ctx.limit_attempts(&request)?;
+        let client = self.ctx.client(&request);
+        let request = request.into_inner();
+        let email = self.ctx.app.confirm_email(&request.token, &client).await?;
+        Ok(Response::new(pb::ConfirmEmailResponse {
+            email: email.as_str().to_owned(),
+        }))
+    }
+
     async fn refresh_session(
         &self,
         request: Request<pb::RefreshSessionRequest>,

@@ -65,6 +65,11 @@ impl From<User> for pb::User {
             id: user.id.to_string(),
             tenant_id: user.tenant_id.to_string(),
             email: user.email.as_str().to_owned(),
+            email_verified: user.email_verified,
+            pending_email: user
+                .pending_email
+                .map(|email| email.as_str().to_owned())
+                .unwrap_or_default(),
             username: user.username.as_str().to_owned(),
             first_name: user.first_name.as_str().to_owned(),
             last_name: user.last_name.as_str().to_owned(),

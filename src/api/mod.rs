@@ -21,7 +21,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{
     domain::App,
-    model::{ClientInfo, Error, Principal},
+    model::{ClientInfo, Error, FieldViolation, Principal, limits as bounds},
 };
 
 pub use activity::ActivityApi;
@@ -121,46 +121,101 @@ fn bearer_token(metadata: &MetadataMap) -> Option<&str> {
 }
 
 /// The client's address: the peer, unless the peer is a trusted proxy, in which case the
-/// right-most `x-forwarded-for` entry that is not itself a trusted proxy.
+/// right-most `x-forwarded-for` entry that is not itself a trusted proxy. The walk goes right to
+/// left and believes only what trusted proxies wrote: an entry that is not a bare address
+/// (`ip:port`, `unknown`, garbage) ends it with no address, since everything left of it was
+/// written by someone no trusted proxy vouches for (an allow-list then refuses). IPv4 clients of
+/// a dual-stack listener (`::ffff:a.b.c.d`) are the IPv4 address they carry.
 pub fn client_address(
     peer: Option<IpAddr>,
     metadata: &MetadataMap,
     trusted: &[IpNet],
 ) -> Option<IpAddr> {
-    let peer = peer?;
+    let peer = peer?.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return Some(peer);
     }
-    let forwarded: Vec<IpAddr> = metadata
+    let mut entries: Vec<&str> = metadata
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|value| value.to_str().ok())
+        .map(|value| value.to_str().unwrap_or(""))
         .flat_map(|value| value.split(','))
-        .filter_map(|entry| entry.trim().parse().ok())
+        .map(str::trim)
         .collect();
-    Some(
-        forwarded
-            .into_iter()
-            .rev()
-            .find(|ip| !is_trusted(ip))
-            .unwrap_or(peer),
-    )
+    let mut client = peer;
+    while let Some(entry) = entries.pop() {
+        let Ok(address) = entry.parse::<IpAddr>() else {
+            return None;
+        };
+        client = address.to_canonical();
+        if !is_trusted(&client) {
+            return Some(client);
+        }
+    }
+    Some(client)
+}
+
+/// Gives the client's own mistakes the codes gRPC's status-code guide names, where tonic's codec
+/// answers otherwise: a request that does not decode (random bytes, invalid UTF-8, nesting past
+/// the limit) is INVALID_ARGUMENT, not INTERNAL, and a message over the size limit is
+/// RESOURCE_EXHAUSTED, not OUT_OF_RANGE. Such failures leave as trailers-only responses, whose
+/// status is in the headers.
+pub fn client_errors_as_client_errors<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let message = headers
+        .get("grpc-message")
+        .and_then(|value| value.to_str().ok())
+        .map(|value| value.replace("%20", " "))
+        .unwrap_or_default();
+    let code = match headers.get("grpc-status").map(|value| value.as_bytes()) {
+        Some(b"13") if message.starts_with("failed to decode Protobuf message") => "3",
+        Some(b"11") if message.starts_with("Error, decoded message length too large") => "8",
+        _ => return response,
+    };
+    headers.insert("grpc-status", http::HeaderValue::from_static(code));
+    response
 }
 
 const ERROR_DOMAIN: &str = "roster";
+
+/// At most [`bounds::DESCRIPTION_CHARS`] characters of `text`.
+fn clip(text: &str) -> String {
+    match text.char_indices().nth(bounds::DESCRIPTION_CHARS) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_owned(),
+    }
+}
 
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
         let mut details = ErrorDetails::new();
         let (code, message, reason) = match err {
             Error::InvalidArgument(violations) => {
-                let message = violations
+                // Bounded, whatever the request: a client's metadata limits must never hide
+                // the answer (a header of 100,000 unknown columns is one line, not 19 MB).
+                let total = violations.len();
+                let mut shown: Vec<FieldViolation> = Vec::new();
+                let mut length = 0;
+                for violation in violations.into_iter().take(bounds::VIOLATIONS) {
+                    let violation =
+                        FieldViolation::new(clip(&violation.field), clip(&violation.description));
+                    length += violation.field.len() + violation.description.len();
+                    if length > bounds::MESSAGE_CHARS && !shown.is_empty() {
+                        break;
+                    }
+                    shown.push(violation);
+                }
+                let more = total - shown.len();
+                let mut message = shown
                     .iter()
                     .map(|v| format!("{}: {}", v.field, v.description))
                     .collect::<Vec<_>>()
                     .join("; ");
-                for violation in violations {
+                if more > 0 {
+                    message.push_str(&format!("; and {more} more"));
+                }
+                for violation in shown {
                     details.add_bad_request_violation(violation.field, violation.description);
                 }
                 (Code::InvalidArgument, message, "INVALID_ARGUMENT")
@@ -204,5 +259,76 @@ impl From<Error> for Status {
         };
         details.set_error_info(reason, ERROR_DOMAIN, std::collections::HashMap::new());
         Status::with_error_details(code, message, details)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(entries: &[&str]) -> MetadataMap {
+        let mut metadata = MetadataMap::new();
+        for entry in entries {
+            metadata.append("x-forwarded-for", entry.parse().expect("ascii"));
+        }
+        metadata
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("an address")
+    }
+
+    #[test]
+    fn behind_a_trusted_proxy_the_walk_stops_at_an_entry_it_cannot_read() {
+        let trusted: Vec<IpNet> = vec!["127.0.0.1/32".parse().unwrap()];
+        let proxy = Some(ip("127.0.0.1"));
+        let client = |entries: &[&str]| client_address(proxy, &forwarded(entries), &trusted);
+        assert_eq!(client(&["203.0.113.9"]), Some(ip("203.0.113.9")));
+        assert_eq!(
+            client(&["198.51.100.7, 203.0.113.9"]),
+            Some(ip("203.0.113.9"))
+        );
+        // An appended ip:port or "unknown" is not a bare address: nothing left of it is believed.
+        assert_eq!(client(&["127.0.0.2, 127.0.0.3:4711"]), None);
+        assert_eq!(client(&["127.0.0.2, unknown"]), None);
+        assert_eq!(client(&["127.0.0.2", "garbage"]), None);
+        // Trusted hops are passed over; all trusted leaves the left-most.
+        assert_eq!(client(&["203.0.113.9, 127.0.0.1"]), Some(ip("203.0.113.9")));
+        assert_eq!(client(&["127.0.0.1"]), Some(ip("127.0.0.1")));
+        assert_eq!(client(&[]), Some(ip("127.0.0.1")));
+        // An untrusted peer's header is ignored.
+        assert_eq!(
+            client_address(Some(ip("203.0.113.1")), &forwarded(&["1.2.3.4"]), &trusted),
+            Some(ip("203.0.113.1"))
+        );
+    }
+
+    #[test]
+    fn ipv4_clients_of_a_dual_stack_listener_are_their_ipv4_address() {
+        let trusted: Vec<IpNet> = vec!["127.0.0.1/32".parse().unwrap()];
+        let mapped_proxy = Some(ip("::ffff:127.0.0.1"));
+        assert_eq!(
+            client_address(mapped_proxy, &forwarded(&["::ffff:203.0.113.9"]), &trusted),
+            Some(ip("203.0.113.9"))
+        );
+        assert_eq!(
+            client_address(Some(ip("::ffff:198.51.100.7")), &MetadataMap::new(), &[]),
+            Some(ip("198.51.100.7"))
+        );
+    }
+
+    #[test]
+    fn an_error_of_many_violations_stays_small() {
+        let violations: Vec<FieldViolation> = (0..100_000)
+            .map(|i| FieldViolation::new(format!("field{i}"), "x".repeat(10_000)))
+            .collect();
+        let status = Status::from(Error::InvalidArgument(violations));
+        assert!(status.message().len() < 2_500, "{}", status.message().len());
+        assert!(
+            status.message().ends_with("and 99996 more"),
+            "{}",
+            status.message()
+        );
+        assert!(status.details().len() < 6_000, "{}", status.details().len());
     }
 }

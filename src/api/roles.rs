@@ -5,7 +5,10 @@ use tonic::{Request, Response, Status};
 use super::{ApiContext, pb};
 use crate::{
     domain::roles::RoleChange,
-    model::{Error, Result, RoleDef, RoleScope, UserId, normalize_role_key, normalize_role_keys},
+    model::{
+        Error, Result, RoleDef, RoleScope, UserId, bounded, limits, normalize_role_key,
+        normalize_role_keys,
+    },
 };
 
 /// The RoleService implementation.
@@ -30,11 +33,12 @@ fn scope(value: i32) -> Result<RoleScope> {
     }
 }
 
-fn permissions(list: &[String]) -> Vec<String> {
+fn permissions(list: &[String]) -> Result<Vec<String>> {
+    bounded("permissions", list, limits::PERMISSIONS)?;
     let mut permissions: Vec<String> = list.iter().map(|p| p.trim().to_lowercase()).collect();
     permissions.sort();
     permissions.dedup();
-    permissions
+    Ok(permissions)
 }
 
 impl From<RoleDef> for pb::Role {
@@ -60,11 +64,11 @@ impl pb::role_service_server::RoleService for RoleApi {
         &self,
         request: Request<pb::ListPermissionsRequest>,
     ) -> Result<Response<pb::ListPermissionsResponse>, Status> {
-        self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request)?;
         let permissions = self
             .ctx
             .app
-            .permission_catalogue()
+            .permission_catalogue(&principal)?
             .into_iter()
             .map(|(key, description)| pb::Permission {
                 key: key.to_owned(),
@@ -96,7 +100,7 @@ impl pb::role_service_server::RoleService for RoleApi {
             key: normalize_role_key("key", &request.key)?,
             name: request.name.trim().to_owned(),
             scope: scope(request.scope)?,
-            permissions: permissions(&request.permissions),
+            permissions: permissions(&request.permissions)?,
             builtin: false,
         };
         Ok(Response::new(
@@ -119,7 +123,7 @@ impl pb::role_service_server::RoleService for RoleApi {
             key: normalize_role_key("key", &request.key)?,
             name: request.name.trim().to_owned(),
             scope: RoleScope::Account,
-            permissions: permissions(&request.permissions),
+            permissions: permissions(&request.permissions)?,
             builtin: false,
         };
         Ok(Response::new(

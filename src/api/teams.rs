@@ -10,7 +10,7 @@ use super::{
 };
 use crate::{
     domain::teams::{TeamPatch, team_description, team_name},
-    model::{Error, Result, TeamId, TeamKind, TeamRole, UserId, Violations},
+    model::{Error, Result, TeamId, TeamKind, TeamRole, UserId, Violations, bounded, limits},
     store::teams::TeamFilter,
 };
 
@@ -90,6 +90,7 @@ fn user_ids(field: &str, ids: &[String]) -> Result<Vec<UserId>> {
     if ids.is_empty() {
         return Err(Error::invalid(field, "name at least one user"));
     }
+    bounded(field, ids, limits::USERS)?;
     ids.iter()
         .enumerate()
         .map(|(i, id)| UserId::parse(&format!("{field}[{i}]"), id))
@@ -157,6 +158,7 @@ impl pb::team_service_server::TeamService for TeamApi {
     ) -> Result<Response<pb::ListTeamsResponse>, Status> {
         let principal = self.ctx.principal(&request)?;
         let request = request.into_inner();
+        bounded("kinds", &request.kinds, limits::KINDS)?;
         let kinds = request
             .kinds
             .iter()

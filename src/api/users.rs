@@ -16,7 +16,7 @@ use crate::{
         AutoDial, DialerProfile, Email, Error, Extension, Language, MatchMode, PbxExtension,
         PersonName, PhoneNumber, ProfileSecrets, Result, Secret, SipSettings, SipUri, TeamId,
         TimeZone, UserCursor, UserFilter, UserId, UserOrder, UserPageRequest, UserStatus, Username,
-        Violations, normalize_role_keys, parse_network,
+        Violations, bounded, limits, normalize_role_keys, parse_network,
     },
 };
 
@@ -69,6 +69,7 @@ fn caller_id_name(field: &str, text: &str) -> Result<Option<String>> {
 }
 
 fn networks(field: &str, entries: &[String]) -> Result<Vec<ipnet::IpNet>> {
+    bounded(field, entries, limits::NETWORKS)?;
     entries
         .iter()
         .enumerate()
@@ -351,7 +352,12 @@ fn filter(field: &str, filter: Option<pb::UserFilter>) -> Result<UserFilter> {
         }
     };
     let mut statuses = Vec::new();
-    for value in &filter.statuses {
+    violations.check(bounded(
+        &format!("{field}.statuses"),
+        &filter.statuses,
+        limits::STATUSES,
+    ));
+    for value in filter.statuses.iter().take(limits::STATUSES) {
         let status = match pb::UserStatus::try_from(*value) {
             Ok(pb::UserStatus::PendingConfirmation) => Some(UserStatus::PendingConfirmation),
             Ok(pb::UserStatus::Active) => Some(UserStatus::Active),
@@ -493,6 +499,7 @@ pub(crate) fn tags(field: &str, tags: &[String]) -> Result<Vec<String>> {
 }
 
 pub(crate) fn team_ids(field: &str, ids: &[String]) -> Result<Vec<TeamId>> {
+    bounded(field, ids, limits::TEAMS)?;
     ids.iter()
         .enumerate()
         .map(|(i, id)| TeamId::parse(&format!("{field}[{i}]"), id))
@@ -766,6 +773,7 @@ impl pb::user_service_server::UserService for UserApi {
                         Error::invalid("user_ids.user_ids", "select at least one user").into(),
                     );
                 }
+                bounded("user_ids.user_ids", &list.user_ids, limits::USERS)?;
                 let ids = list
                     .user_ids
                     .iter()

@@ -16,7 +16,7 @@ use tokio::sync::{Notify, broadcast, watch};
 
 use super::{
     App,
-    policy::{Action, authorize},
+    policy::{self, Action, authorize},
 };
 use crate::{
     model::{ActivityFilter, ActivityRecord, Error, Principal, Result, TenantId},
@@ -213,10 +213,7 @@ impl App {
         page_size: u64,
         after: Option<uuid::Uuid>,
     ) -> Result<ActivityPage> {
-        if principal.can("activity.read") {
-            authorize(principal, Action::ReadActivity)?;
-        } else {
-            authorize(principal, Action::ReadSelf)?;
+        if !policy::reads_account_activity(principal)? {
             filter.involving = Some(principal.user_id);
         }
         let mut records = store::activity::list(

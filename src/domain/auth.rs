@@ -11,7 +11,7 @@ use super::{
     lockout::{account_locked, network_allows},
     mail,
     policy::{Action, authorize},
-    tokens::{self, Grant, ip_not_allowed},
+    tokens::{self, Grant, RevocationEvent, ip_not_allowed},
     two_factor::Challenge,
 };
 use crate::{
@@ -170,6 +170,8 @@ impl App {
             created_at: now,
             updated_at: now,
             last_login_at: None,
+            email_verified: false,
+            pending_email: None,
         };
         store::users::insert(
             &tx,
@@ -180,7 +182,7 @@ impl App {
             },
         )
         .await?;
-        store::tenants::set_owner(&tx, tenant.id, user.id).await?;
+        store::tenants::set_owner(&tx, tenant.id, None, user.id).await?;
         let tenant = Tenant {
             owner_user_id: Some(user.id),
             ..tenant
@@ -297,6 +299,7 @@ impl App {
             store::users::set_password_hash(&tx, found.tenant_id, found.user_id, hash, false, now)
                 .await?;
         }
+        store::users::mark_email_verified(&tx, found.tenant_id, found.user_id, now).await?;
         if credentials.user.status == UserStatus::PendingConfirmation {
             store::users::set_status(
                 &tx,
@@ -629,10 +632,12 @@ impl App {
             .with_details(json!({ "session_id": session.id.to_string() })),
         )
         .await?;
-        self.store
-            .commit_touching(tx, Touched::Users(session.tenant_id, vec![session.user_id]))
-            .await?;
-        self.tokens.revocations().revoke_session(session.id, now);
+        self.commit_revoking(
+            tx,
+            Touched::Users(session.tenant_id, vec![session.user_id]),
+            vec![RevocationEvent::Sessions(vec![session.id], now)],
+        )
+        .await?;
         tracing::warn!(tenant_id = %session.tenant_id, session_id = %session.id, "refresh token reused; session ended");
         Ok(())
     }
@@ -662,15 +667,12 @@ impl App {
             .with_details(json!({ "session_id": principal.session_id.to_string() })),
         )
         .await?;
-        self.store
-            .commit_touching(
-                tx,
-                Touched::Users(principal.tenant_id, vec![principal.user_id]),
-            )
-            .await?;
-        self.tokens
-            .revocations()
-            .revoke_session(principal.session_id, now);
+        self.commit_revoking(
+            tx,
+            Touched::Users(principal.tenant_id, vec![principal.user_id]),
+            vec![RevocationEvent::Sessions(vec![principal.session_id], now)],
+        )
+        .await?;
         Ok(())
     }
 
@@ -696,7 +698,7 @@ impl App {
         let user = self
             .cached_user(principal.tenant_id, principal.user_id)
             .await?
-            .ok_or(Error::NotFound("user"))?;
+            .ok_or_else(Error::caller_gone)?;
         let tenant = self
             .cached_tenant(principal.tenant_id)
             .await?
@@ -716,7 +718,7 @@ impl App {
         let db = self.store.db();
         let credentials = store::users::get_credentials(db, principal.tenant_id, principal.user_id)
             .await?
-            .ok_or(Error::NotFound("user"))?;
+            .ok_or_else(Error::caller_gone)?;
         let verification = self
             .passwords
             .verify(current_password, credentials.password_hash.as_deref())
@@ -766,14 +768,13 @@ impl App {
             .with_details(json!({ "sessions_ended": ended.len() })),
         )
         .await?;
-        self.store.commit(tx).await?;
-        for session in ended {
-            self.tokens.revocations().revoke_session(session, now);
-        }
+        let revoked = vec![RevocationEvent::Sessions(ended, now)];
+        self.commit_revoking(tx, Touched::Everything, revoked)
+            .await?;
         let credentials =
             store::users::get_credentials(self.store.db(), principal.tenant_id, principal.user_id)
                 .await?
-                .ok_or(Error::NotFound("user"))?;
+                .ok_or_else(Error::caller_gone)?;
         let generation = credentials.token_generation;
         Ok(self.tokens.issue(
             &self

@@ -104,12 +104,7 @@ impl App {
     ) -> Result<BulkOutcome> {
         policy::authorize(principal, Action::BulkUpdateUsers)?;
         match &request.action {
-            BulkAction::Delete if !principal.can("users.delete") => {
-                return Err(Error::denied(
-                    "MISSING_PERMISSION",
-                    "this needs the users.delete permission",
-                ));
-            }
+            BulkAction::Delete => policy::authorize(principal, Action::BulkDeleteUsers)?,
             BulkAction::AssignRoles(roles) | BulkAction::UnassignRoles(roles) => {
                 let defs = self
                     .resolve_roles(principal.tenant_id, roles, "roles")
@@ -237,16 +232,8 @@ impl App {
         let mut revoked = Vec::new();
         match &request.action {
             BulkAction::Activate => {
-                let from = changes_from.as_deref().unwrap_or_default();
-                affected = store::users::set_status_from(
-                    &tx,
-                    tenant_id,
-                    &targets,
-                    from,
-                    UserStatus::Active,
-                    now,
-                )
-                .await?;
+                // Users who never confirmed their email go back to pending, not to active.
+                affected = store::users::reactivate(&tx, tenant_id, &targets, now).await?;
             }
             BulkAction::Deactivate => {
                 revoked = store::users::deactivate(&tx, tenant_id, &targets, now).await?;
@@ -337,8 +324,8 @@ impl App {
             },
         )
         .await?;
-        self.store.commit(tx).await?;
-        self.revoked(revoked);
+        self.commit_revoking(tx, store::Touched::Everything, self.users_revoked(revoked))
+            .await?;
         if matches!(
             request.action,
             BulkAction::AssignRoles(_) | BulkAction::UnassignRoles(_)

@@ -137,6 +137,49 @@ pub fn invitation(to: &str, first_name: &str, account: &str, link: &str, valid_h
     }
 }
 
+/// The link that confirms a new address (the user's own change, or one an admin made).
+pub fn email_confirmation(
+    to: &str,
+    first_name: &str,
+    account: &str,
+    link: &str,
+    valid_hours: i64,
+) -> Mail {
+    Mail {
+        to: to.to_owned(),
+        subject: format!("Confirm your email address for {account}"),
+        body: format!(
+            "Hello {first_name},\r\n\r\nPlease confirm that this is your email address for the \
+             account {account}.\r\n\r\nConfirm my address: {link}\r\n\r\nThe link is valid for \
+             {valid_hours} hours. If you did not expect this message, ignore it.\r\n"
+        ),
+    }
+}
+
+/// Tells the old address that the account's address is changing.
+pub fn email_change_notice(
+    to: &str,
+    first_name: &str,
+    account: &str,
+    new_address: &str,
+    waits_for_confirmation: bool,
+) -> Mail {
+    let when = if waits_for_confirmation {
+        "once the new address confirms it"
+    } else {
+        "now (an administrator made the change)"
+    };
+    Mail {
+        to: to.to_owned(),
+        subject: format!("Your email address for {account} is changing"),
+        body: format!(
+            "Hello {first_name},\r\n\r\nThe email address of your account {account} changes to \
+             {new_address} {when}.\r\n\r\nIf you did not ask for this, contact your account's \
+             administrator at once.\r\n"
+        ),
+    }
+}
+
 /// The "forgot password" email.
 pub fn password_reset(
     to: &str,

@@ -5,6 +5,7 @@ pub mod activity;
 pub mod auth;
 pub mod bulk;
 pub mod cache;
+pub mod email;
 pub mod import;
 pub mod lockout;
 pub mod mail;
@@ -87,6 +88,32 @@ impl App {
             self.clock.now(),
         )
         .await
+    }
+
+    /// Commits `tx`, which made `revoked`: on PostgreSQL the revocations are NOTIFYed inside it,
+    /// so that the other replicas hear of them exactly at commit (a commit is never left
+    /// unannounced by a replica that dies right after it); then this replica applies them.
+    pub(crate) async fn commit_revoking(
+        &self,
+        tx: store::Tx,
+        touched: store::Touched,
+        revoked: Vec<tokens::RevocationEvent>,
+    ) -> Result<()> {
+        let revocations = self.tokens.revocations();
+        if let Some(origin) = revocations.origin() {
+            let payloads: Vec<String> = revoked
+                .iter()
+                .flat_map(|event| replication::encode(origin, event))
+                .collect();
+            if !payloads.is_empty() {
+                store::notify::notify_all(&tx, store::notify::REVOCATION_CHANNEL, payloads).await?;
+            }
+        }
+        self.store.commit_touching(tx, touched).await?;
+        for event in revoked {
+            revocations.apply(event);
+        }
+        Ok(())
     }
 
     fn mail_queued(&self) {

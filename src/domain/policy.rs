@@ -4,10 +4,11 @@
 //! - Admins view, add, edit and delete users and assign roles, except the owner and other admins.
 //! - Only the owner grants or revokes Admin; nobody deletes the owner; nobody deletes themself.
 //! - Users without an admin role see and edit only their own profile (names, time zone, language).
-//! - Tech. Configuration may change SIP and caller-ID settings.
+//! - Tech. Configuration may change SIP and caller-ID settings, and so reads the users it edits.
+//! - Only the owner grants or revokes tenant superuser access (it carries admin powers).
 //! - A user who must change their password may do nothing else first.
 
-use crate::model::{BuiltinRole, Error, Principal, Result, User};
+use crate::model::{BuiltinRole, Error, Permission, Principal, Result, User};
 
 /// An action a principal asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,12 +21,16 @@ pub enum Action {
     EndOwnSession,
     /// Read other users of the account.
     ReadUsers,
+    /// Read the role and permission catalogue (everyone, once past the gates).
+    ReadRoles,
     /// Create users.
     CreateUsers,
     /// Import users in bulk.
     ImportUsers,
     /// Apply a mass action.
     BulkUpdateUsers,
+    /// Delete users by a mass action.
+    BulkDeleteUsers,
     /// Pass ownership of the account.
     TransferOwnership,
     /// Create, change and delete custom roles.
@@ -60,6 +65,8 @@ pub enum EditScope {
     Account,
     /// Account roles.
     Roles,
+    /// The Dialer's tenant superuser flag, which grants administrator access: the owner's.
+    Superuser,
 }
 
 /// An action on one user.
@@ -83,13 +90,13 @@ fn denied(reason: &'static str, message: &str) -> Error {
     Error::denied(reason, message)
 }
 
-fn require(principal: &Principal, permission: &str) -> Result<()> {
+fn require(principal: &Principal, permission: Permission) -> Result<()> {
     if principal.can(permission) {
         Ok(())
     } else {
         Err(denied(
             "MISSING_PERMISSION",
-            &format!("this needs the {permission} permission"),
+            &format!("this needs the {} permission", permission.key()),
         ))
     }
 }
@@ -123,6 +130,27 @@ fn password_change_gate(principal: &Principal, action: Action) -> Result<()> {
     Ok(())
 }
 
+/// Permissions that let a principal read the account's other users.
+pub const READ_USERS_WITH: [Permission; 4] = [
+    Permission::UsersRead,
+    Permission::UsersWrite,
+    Permission::SipSettingsWrite,
+    Permission::CallerIdWrite,
+];
+
+/// Granting or revoking the Dialer's tenant superuser flag, on any path (create, update):
+/// the flag carries administrator access, so it is the owner's to give.
+pub fn authorize_superuser_change(principal: &Principal) -> Result<()> {
+    if principal.is_owner {
+        Ok(())
+    } else {
+        Err(denied(
+            "OWNER_ONLY",
+            "only the account owner grants or revokes tenant superuser access",
+        ))
+    }
+}
+
 /// Allows or refuses an account-level `action`.
 pub fn authorize(principal: &Principal, action: Action) -> Result<()> {
     password_change_gate(principal, action)?;
@@ -131,10 +159,11 @@ pub fn authorize(principal: &Principal, action: Action) -> Result<()> {
         | Action::ChangeOwnPassword
         | Action::EndOwnSession
         | Action::ManageOwnTwoFactor
-        | Action::ManageOwnSessions => Ok(()),
-        Action::ManageSessions => require(principal, "sessions.manage"),
-        Action::ReadActivity => require(principal, "activity.read"),
-        Action::ReadSecuritySettings => require(principal, "users.read"),
+        | Action::ManageOwnSessions
+        | Action::ReadRoles => Ok(()),
+        Action::ManageSessions => require(principal, Permission::SessionsManage),
+        Action::ReadActivity => require(principal, Permission::ActivityRead),
+        Action::ReadSecuritySettings => require(principal, Permission::UsersRead),
         Action::ChangeSecuritySettings => {
             if principal.is_owner {
                 Ok(())
@@ -145,13 +174,28 @@ pub fn authorize(principal: &Principal, action: Action) -> Result<()> {
                 ))
             }
         }
-        Action::ReadUsers => require(principal, "users.read"),
-        Action::CreateUsers | Action::ImportUsers | Action::BulkUpdateUsers => {
-            require(principal, "users.write")
+        Action::ReadUsers => {
+            // Whoever may edit users' fields reads those users (Tech. Configuration edits SIP
+            // and caller-ID settings); the list and GetUser of another user share this rule.
+            if READ_USERS_WITH
+                .iter()
+                .any(|permission| principal.can(*permission))
+            {
+                Ok(())
+            } else {
+                require(principal, Permission::UsersRead)
+            }
         }
-        Action::ManageRoles => require(principal, "roles.manage"),
-        Action::ReadTeams => require(principal, "teams.read"),
-        Action::ManageTeams => require(principal, "teams.write"),
+        Action::CreateUsers | Action::ImportUsers | Action::BulkUpdateUsers => {
+            require(principal, Permission::UsersWrite)
+        }
+        Action::BulkDeleteUsers => {
+            require(principal, Permission::UsersWrite)?;
+            require(principal, Permission::UsersDelete)
+        }
+        Action::ManageRoles => require(principal, Permission::RolesManage),
+        Action::ReadTeams => require(principal, Permission::TeamsRead),
+        Action::ManageTeams => require(principal, Permission::TeamsWrite),
         Action::TransferOwnership => {
             if principal.is_owner {
                 Ok(())
@@ -162,6 +206,18 @@ pub fn authorize(principal: &Principal, action: Action) -> Result<()> {
                 ))
             }
         }
+    }
+}
+
+/// Which activity records the principal reads: the whole account's (`activity.read`), or only
+/// those by or about themself (`false`).
+pub fn reads_account_activity(principal: &Principal) -> Result<bool> {
+    if principal.can(Permission::ActivityRead) {
+        authorize(principal, Action::ReadActivity)?;
+        Ok(true)
+    } else {
+        authorize(principal, Action::ReadSelf)?;
+        Ok(false)
     }
 }
 
@@ -180,7 +236,7 @@ pub fn authorize_role_change(
         ));
     }
     if !added.is_empty() || !removed.is_empty() {
-        require(principal, "roles.assign")?;
+        require(principal, Permission::RolesAssign)?;
     }
     Ok(())
 }
@@ -220,25 +276,28 @@ pub fn authorize_on_user(
     }
     match action {
         UserAction::Edit(EditScope::OwnProfile) | UserAction::Edit(EditScope::Account) => {
-            require(principal, "users.write")
+            require(principal, Permission::UsersWrite)
         }
         UserAction::Edit(EditScope::Telephony) => {
-            if principal.can("sip_settings.write") && principal.can("caller_id.write") {
+            if principal.can(Permission::SipSettingsWrite)
+                && principal.can(Permission::CallerIdWrite)
+            {
                 Ok(())
             } else {
-                require(principal, "users.write")
+                require(principal, Permission::UsersWrite)
             }
         }
-        UserAction::Edit(EditScope::Roles) => require(principal, "roles.assign"),
-        UserAction::Delete => require(principal, "users.delete"),
+        UserAction::Edit(EditScope::Roles) => require(principal, Permission::RolesAssign),
+        UserAction::Edit(EditScope::Superuser) => authorize_superuser_change(principal),
+        UserAction::Delete => require(principal, Permission::UsersDelete),
         UserAction::Deactivate
         | UserAction::Reactivate
         | UserAction::ResendInvitation
         | UserAction::ResetTwoFactor
-        | UserAction::Unlock => require(principal, "users.write"),
-        UserAction::EndSessions => require(principal, "sessions.manage"),
+        | UserAction::Unlock => require(principal, Permission::UsersWrite),
+        UserAction::EndSessions => require(principal, Permission::SessionsManage),
         UserAction::ResetPassword => {
-            require(principal, "users.write")?;
+            require(principal, Permission::UsersWrite)?;
             // The Dialer page: resetting a Dialer user's password needs tenant superuser access.
             let superuser = actor.is_some_and(User::is_tenant_superuser);
             if target.dialer_profile.is_some() && !superuser {

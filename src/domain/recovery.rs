@@ -10,6 +10,7 @@ use crate::{
         ClientInfo, Email, Error, Login, NewActivity, Password, Result, TenantRef, UserStatus,
     },
     store,
+    store::Touched,
 };
 
 /// Purpose of the mailed-token table rows that reset passwords.
@@ -44,7 +45,11 @@ impl App {
         let user = credentials.user;
         // Only the email counts (not a username that happens to look like it), and only users
         // who may log in: pending users activate, deactivated ones ask an admin.
-        if user.email != *email || !matches!(user.status, UserStatus::Active | UserStatus::Locked) {
+        // And only to a confirmed address: an address an admin set (or mistyped) is not proof.
+        if user.email != *email
+            || !user.email_verified
+            || !matches!(user.status, UserStatus::Active | UserStatus::Locked)
+        {
             return Ok(());
         }
         let now = self.clock.now();
@@ -145,8 +150,8 @@ impl App {
             .with_details(json!({ "unlocked": user.status == UserStatus::Locked })),
         )
         .await?;
-        self.store.commit(tx).await?;
-        self.revoked(revoked);
+        self.commit_revoking(tx, Touched::Everything, self.users_revoked(revoked))
+            .await?;
         Ok(())
     }
 }

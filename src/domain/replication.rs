@@ -1,8 +1,9 @@
 //! What replicas sharing one database tell each other, and how committed activity reaches the
 //! live feed.
 //!
-//! - PostgreSQL: revocations made here are NOTIFYed on `roster_revocations` right after their
-//!   commit; activity records are NOTIFYed on `roster_activity` inside their own transaction (so
+//! - PostgreSQL: revocations are NOTIFYed on `roster_revocations` inside the transaction that
+//!   makes them ([`App::commit_revoking`]), so they are delivered exactly at its commit, even when
+//!   the replica dies a moment later; role grants right after their commit; activity records are NOTIFYed on `roster_activity` inside their own transaction (so
 //!   at commit). Every replica LISTENs on a dedicated connection and applies what it hears within
 //!   milliseconds. After a lost connection it catches up on revocations from the tables, and it
 //!   does so every [`RESYNC_EVERY`] anyway, in case a notification was lost.
@@ -99,7 +100,7 @@ fn own_prefix(origin: Uuid) -> String {
 }
 
 /// The notifications that carry `event` (several when it names many sessions or users).
-fn encode(origin: Uuid, event: &RevocationEvent) -> Vec<String> {
+pub(crate) fn encode(origin: Uuid, event: &RevocationEvent) -> Vec<String> {
     let message = |at: &DateTime<Utc>| RevocationMessage {
         o: origin,
         at: at.timestamp_millis(),
@@ -218,10 +219,12 @@ impl PostgresReplication {
     pub async fn connect(app: &App, url: &str) -> Result<Self> {
         let listener = Listener::connect(url).await?;
         let (publisher, outgoing) = mpsc::unbounded_channel();
+        let origin = Uuid::new_v4();
         app.tokens.revocations().set_publisher(publisher);
+        app.tokens.revocations().set_origin(origin);
         Ok(Self {
             listener,
-            origin: Uuid::new_v4(),
+            origin,
             outgoing,
         })
     }

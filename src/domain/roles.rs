@@ -209,13 +209,17 @@ impl App {
     }
 
     /// The permission catalogue.
-    pub fn permission_catalogue(&self) -> Vec<(&'static str, &'static str)> {
-        ALL_PERMISSIONS.to_vec()
+    pub fn permission_catalogue(
+        &self,
+        principal: &Principal,
+    ) -> Result<Vec<(&'static str, &'static str)>> {
+        policy::authorize(principal, Action::ReadRoles)?;
+        Ok(ALL_PERMISSIONS.to_vec())
     }
 
     /// Built-in and custom roles of the caller's account.
     pub async fn list_roles(&self, principal: &Principal) -> Result<Vec<RoleDef>> {
-        policy::authorize(principal, Action::ReadSelf)?;
+        policy::authorize(principal, Action::ReadRoles)?;
         let mut roles = builtin_roles();
         roles.extend(store::roles::list(self.store.db(), principal.tenant_id).await?);
         Ok(roles)
@@ -413,6 +417,22 @@ impl App {
         self.authorize_roles(principal, &added, &removed).await?;
         let now = self.clock.now();
         let tx = self.store.begin().await?;
+        // The user as the change found them: gone is NOT_FOUND, and roles changed meanwhile
+        // by another call make this one retryable, since it was judged on the old ones.
+        let current = self
+            .locked_target(&tx, principal.tenant_id, target.id)
+            .await?;
+        policy::authorize_on_user(
+            principal,
+            UserAction::Edit(EditScope::Roles),
+            &current,
+            None,
+        )?;
+        if current.roles != target.roles {
+            return Err(Error::Aborted(
+                "the user's roles changed while the call ran".into(),
+            ));
+        }
         store::users::set_roles(&tx, principal.tenant_id, target.id, &roles).await?;
         store::users::mark_roles_changed(&tx, principal.tenant_id, &[target.id], now).await?;
         self.record(

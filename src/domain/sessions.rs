@@ -9,6 +9,7 @@ use serde_json::json;
 use super::{
     App,
     policy::{self, Action, UserAction, authorize},
+    tokens::RevocationEvent,
 };
 use crate::{
     model::{ClientInfo, Error, NewActivity, Principal, Result, SessionId, UserId},
@@ -57,13 +58,16 @@ impl App {
             }
             SessionsOf::User(user_id) => {
                 authorize(principal, Action::ManageSessions)?;
-                // Another account's user is NOT_FOUND.
-                self.target(principal.tenant_id, user_id).await?;
+                // Another account's user is NOT_FOUND; the owner's and other admins' sessions
+                // are the owner's to see, as they are the owner's to end.
+                let target = self.target(principal.tenant_id, user_id).await?;
+                policy::authorize_on_user(principal, UserAction::EndSessions, &target, None)?;
                 SessionScope::User(user_id)
             }
             SessionsOf::Account => {
                 authorize(principal, Action::ManageSessions)?;
-                SessionScope::Account
+                let protected = self.protected_from(principal).await?;
+                SessionScope::AccountExcept(protected.into_iter().collect())
             }
         };
         let mut sessions = store::sessions::list_open(
@@ -125,8 +129,12 @@ impl App {
             .with_details(json!({ "session_id": session_id.to_string() })),
         )
         .await?;
-        self.store.commit(tx).await?;
-        self.tokens.revocations().revoke_session(session_id, now);
+        self.commit_revoking(
+            tx,
+            store::Touched::Everything,
+            vec![RevocationEvent::Sessions(vec![session_id], now)],
+        )
+        .await?;
         Ok(())
     }
 
@@ -181,32 +189,17 @@ impl App {
         authorize(principal, Action::ManageSessions)?;
         let db = self.store.db();
         let now = self.clock.now();
-        let open =
-            store::sessions::open_sessions(db, principal.tenant_id, SessionScope::Account, now)
-                .await?;
-        let protected: HashSet<UserId> = if principal.is_owner {
-            HashSet::new()
-        } else {
-            let users: Vec<UserId> = open
-                .iter()
-                .map(|(_, user)| *user)
-                .collect::<HashSet<_>>()
-                .into_iter()
-                .collect();
-            let mut protected =
-                store::users::admin_grade_holders(db, principal.tenant_id, &users).await?;
-            if let Some(owner) = store::tenants::get(db, principal.tenant_id)
-                .await?
-                .and_then(|tenant| tenant.owner_user_id)
-            {
-                protected.insert(owner);
-            }
-            protected.remove(&principal.user_id);
-            protected
-        };
+        let protected = self.protected_from(principal).await?;
+        let open = store::sessions::open_sessions(
+            db,
+            principal.tenant_id,
+            SessionScope::AccountExcept(protected.into_iter().collect()),
+            now,
+        )
+        .await?;
         let sessions: Vec<SessionId> = open
             .into_iter()
-            .filter(|(session, user)| *session != principal.session_id && !protected.contains(user))
+            .filter(|(session, _)| *session != principal.session_id)
             .map(|(session, _)| session)
             .collect();
         self.end_sessions(
@@ -225,6 +218,26 @@ impl App {
         .await
     }
 
+    /// The users whose sessions the principal may neither see nor end: for anyone but the
+    /// owner, the owner and the holders of admin-grade roles (custom ones included), but never
+    /// the principal themself.
+    async fn protected_from(&self, principal: &Principal) -> Result<HashSet<UserId>> {
+        if principal.is_owner {
+            return Ok(HashSet::new());
+        }
+        let db = self.store.db();
+        let mut protected =
+            store::users::admin_grade_holders_in_account(db, principal.tenant_id).await?;
+        if let Some(owner) = store::tenants::get(db, principal.tenant_id)
+            .await?
+            .and_then(|tenant| tenant.owner_user_id)
+        {
+            protected.insert(owner);
+        }
+        protected.remove(&principal.user_id);
+        Ok(protected)
+    }
+
     /// Ends `sessions` with one activity record (its details get the count).
     async fn end_sessions(
         &self,
@@ -239,10 +252,12 @@ impl App {
                 .await?;
         self.record(&tx, record.with_details(json!({ "sessions_ended": ended })))
             .await?;
-        self.store.commit(tx).await?;
-        self.tokens
-            .revocations()
-            .revoke_sessions(sessions.iter().copied(), now);
+        self.commit_revoking(
+            tx,
+            store::Touched::Everything,
+            vec![RevocationEvent::Sessions(sessions.to_vec(), now)],
+        )
+        .await?;
         Ok(ended)
     }
 }

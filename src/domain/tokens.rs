@@ -163,6 +163,8 @@ pub struct Revocations {
     grants: RwLock<HashMap<UserId, Arc<CurrentGrant>>>,
     /// Where revocations made here go to reach the other replicas (PostgreSQL NOTIFY).
     publisher: OnceLock<UnboundedSender<RevocationEvent>>,
+    /// This replica's name in its notifications, once it announces to others (PostgreSQL).
+    origin: OnceLock<uuid::Uuid>,
 }
 
 /// A revocation as it travels between replicas.
@@ -191,6 +193,16 @@ impl Revocations {
     /// Sends every later revocation made on this replica to `publisher` as well.
     pub fn set_publisher(&self, publisher: UnboundedSender<RevocationEvent>) {
         let _ = self.publisher.set(publisher);
+    }
+
+    /// Names this replica in the notifications it sends inside its transactions.
+    pub fn set_origin(&self, origin: uuid::Uuid) {
+        let _ = self.origin.set(origin);
+    }
+
+    /// This replica's name, when other replicas are to hear of its revocations.
+    pub fn origin(&self) -> Option<uuid::Uuid> {
+        self.origin.get().copied()
     }
 
     fn publish(&self, event: RevocationEvent) {
@@ -916,7 +928,7 @@ mod tests {
         );
         let principal = issuer.verify(&token, now).unwrap();
         assert!(principal.roles.is_empty());
-        assert!(!principal.can("users.read"));
+        assert!(!principal.can(crate::model::Permission::UsersRead));
     }
 
     #[test]

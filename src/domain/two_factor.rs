@@ -33,6 +33,7 @@ use crate::{
         ClientInfo, Error, NewActivity, Principal, Result, TenantId, User, UserId, UserStatus,
     },
     store,
+    store::Touched,
 };
 
 /// Digits of a code.
@@ -303,7 +304,7 @@ impl App {
 
     /// The caller's own user row.
     async fn own_user(&self, principal: &Principal) -> Result<User> {
-        self.target(principal.tenant_id, principal.user_id).await
+        self.caller(principal).await
     }
 
     /// Checks a second factor of the caller for a change of their own settings; a wrong one
@@ -434,7 +435,7 @@ impl App {
         let credentials =
             store::users::get_credentials(self.store.db(), principal.tenant_id, principal.user_id)
                 .await?
-                .ok_or(Error::NotFound("user"))?;
+                .ok_or_else(Error::caller_gone)?;
         let grant = self
             .grant(
                 &credentials.user,
@@ -605,8 +606,8 @@ impl App {
             .with_details(json!({ "sessions_ended": sessions.len() })),
         )
         .await?;
-        self.store.commit(tx).await?;
-        self.revoked(revoked);
+        self.commit_revoking(tx, Touched::Everything, self.users_revoked(revoked))
+            .await?;
         Ok(sessions.len() as u64)
     }
 

@@ -80,6 +80,7 @@ impl ProfileField {
         match self {
             Self::TimeZone(_) | Self::Language(_) => EditScope::OwnProfile,
             Self::CallerIdName(_) | Self::CallerIdNumber(_) | Self::Sip(_) => EditScope::Telephony,
+            Self::TenantSuperuser(_) => EditScope::Superuser,
             _ => EditScope::Account,
         }
     }
@@ -151,6 +152,27 @@ impl App {
             .ok_or(Error::NotFound("user"))
     }
 
+    /// The caller's own user; UNAUTHENTICATED when it is gone (see [`Error::caller_gone`]).
+    pub(crate) async fn caller(&self, principal: &Principal) -> Result<User> {
+        self.target(principal.tenant_id, principal.user_id)
+            .await
+            .map_err(caller_gone_if_missing)
+    }
+
+    /// Loads a user of the principal's account inside `tx` and holds them until it ends, so
+    /// that a check and the change it allows see the same user; NOT_FOUND when gone.
+    pub(crate) async fn locked_target(
+        &self,
+        tx: &store::Tx,
+        tenant_id: TenantId,
+        user_id: UserId,
+    ) -> Result<User> {
+        store::users::get_for_update(tx, tenant_id, user_id)
+            .await?
+            .map(|found| found.user)
+            .ok_or(Error::NotFound("user"))
+    }
+
     /// Ends every session and access token of `users` at once (here and, through the revocation
     /// list, on the next call).
     pub(crate) async fn end_all_sessions(
@@ -165,11 +187,18 @@ impl App {
         store::users::bump_token_generation(tx, tenant_id, users, now).await
     }
 
-    /// Applies revocations to the in-memory list after their transaction committed.
-    pub(crate) fn revoked(&self, revoked: Vec<(UserId, i64)>) {
-        self.tokens
-            .revocations()
-            .revoke_users(revoked, self.clock.now());
+    /// The revocation of users' raised token generations, for [`App::commit_revoking`].
+    pub(crate) fn users_revoked(
+        &self,
+        revoked: Vec<(UserId, i64)>,
+    ) -> Vec<super::tokens::RevocationEvent> {
+        if revoked.is_empty() {
+            return Vec::new();
+        }
+        vec![super::tokens::RevocationEvent::Users(
+            revoked,
+            self.clock.now(),
+        )]
     }
 
     /// Creates a user and mails their activation (with a password) or invitation (without).
@@ -180,6 +209,13 @@ impl App {
         client: &ClientInfo,
     ) -> Result<(User, Option<String>)> {
         policy::authorize(principal, Action::CreateUsers)?;
+        if request
+            .dialer_profile
+            .as_ref()
+            .is_some_and(|profile| profile.tenant_superuser)
+        {
+            policy::authorize_superuser_change(principal)?;
+        }
         if request.roles.is_empty() {
             return Err(Error::invalid("roles", "assign at least one role"));
         }
@@ -239,6 +275,8 @@ impl App {
             created_at: now,
             updated_at: now,
             last_login_at: None,
+            email_verified: false,
+            pending_email: None,
         };
         let purpose = if password_hash.is_some() {
             PURPOSE_ACTIVATION
@@ -283,34 +321,29 @@ impl App {
         Ok((user, request.return_activation_token.then_some(token)))
     }
 
-    /// One user: anyone may read themself; other users need `users.read`.
+    /// One user: anyone may read themself; other users need a permission that reads users.
     pub async fn get_user(&self, principal: &Principal, user_id: UserId) -> Result<Arc<User>> {
         if user_id != principal.user_id {
             policy::authorize(principal, Action::ReadUsers)?;
         } else {
             policy::authorize(principal, Action::ReadSelf)?;
         }
-        self.cached_user(principal.tenant_id, user_id)
-            .await?
-            .ok_or(Error::NotFound("user"))
+        let found = self.cached_user(principal.tenant_id, user_id).await?;
+        match found {
+            Some(user) => Ok(user),
+            None if user_id == principal.user_id => Err(Error::caller_gone()),
+            None => Err(Error::NotFound("user")),
+        }
     }
 
-    /// A page of the account's users; without `users.read` the caller sees only themself.
+    /// A page of the account's users: reading other users, under the same rule as GetUser.
     pub async fn list_users(
         &self,
         principal: &Principal,
-        mut page: UserPageRequest,
+        page: UserPageRequest,
         include_total: bool,
     ) -> Result<UserPage> {
-        match policy::authorize(principal, Action::ReadUsers) {
-            Ok(()) => {}
-            // Only a missing permission narrows the list; a pending password change refuses it.
-            Err(Error::PermissionDenied { .. }) => {
-                policy::authorize(principal, Action::ReadSelf)?;
-                page.filter.ids = Some(vec![principal.user_id]);
-            }
-            Err(other) => return Err(other),
-        }
+        policy::authorize(principal, Action::ReadUsers)?;
         self.check_role_keys(principal.tenant_id, &page.filter.roles, "filter.roles")
             .await?;
         let db = self.store.db();
@@ -335,7 +368,10 @@ impl App {
         patch: UserPatch,
         client: &ClientInfo,
     ) -> Result<User> {
-        let target = self.target(principal.tenant_id, user_id).await?;
+        let tx = self.store.begin().await?;
+        let target = self
+            .locked_target(&tx, principal.tenant_id, user_id)
+            .await?;
         let mut scopes: Vec<EditScope> = patch.profile.iter().map(ProfileField::scope).collect();
         if patch.email.is_some() || patch.username.is_some() {
             scopes.push(EditScope::Account);
@@ -383,8 +419,30 @@ impl App {
         if let Some(tags) = &patch.tags {
             updated.tags = tags.clone();
         }
-        if let Some(email) = patch.email {
-            updated.email = email;
+        let email_change = patch.email.filter(|email| *email != target.email);
+        if let Some(email) = &email_change {
+            let (taken, _) = store::users::taken_logins(
+                &tx,
+                principal.tenant_id,
+                &[email.as_str().to_owned()],
+                &[],
+            )
+            .await?;
+            if !taken.is_empty() {
+                return Err(Error::already_exists(
+                    "email",
+                    "is already taken in this account",
+                ));
+            }
+        }
+        // A user's own change waits for the new address to confirm it (a stolen session cannot
+        // redirect the account's mail); an admin's takes effect unconfirmed.
+        let self_service =
+            user_id == principal.user_id && target.status != UserStatus::PendingConfirmation;
+        if let Some(email) = &email_change
+            && !self_service
+        {
+            updated.email = email.clone();
         }
         if let Some(username) = patch.username {
             updated.username = username;
@@ -398,6 +456,15 @@ impl App {
         for field in patch.profile {
             field.apply(&mut updated.dialer_profile);
         }
+        // A whole profile replaced may carry the flag too: judge the outcome, not the path.
+        if updated.is_tenant_superuser() != target.is_tenant_superuser() {
+            policy::authorize_on_user(
+                principal,
+                UserAction::Edit(EditScope::Superuser),
+                &target,
+                None,
+            )?;
+        }
         if let Some(profile) = &updated.dialer_profile
             && profile.extended_ip_acl
             && profile.allowed_networks.is_empty()
@@ -410,8 +477,10 @@ impl App {
         let now = self.clock.now();
         updated.updated_at = now;
         let sealed = self.seal_profile_secrets(principal.tenant_id, user_id, &patch.secrets)?;
-        let tx = self.store.begin().await?;
         store::users::update(&tx, &updated, &sealed, now).await?;
+        if let Some(email) = &email_change {
+            self.change_email(&tx, &target, email, self_service).await?;
+        }
         if roles_changed {
             store::users::set_roles(&tx, principal.tenant_id, user_id, &updated.roles).await?;
             store::users::mark_roles_changed(&tx, principal.tenant_id, &[user_id], now).await?;
@@ -420,7 +489,8 @@ impl App {
             store::users::set_tags(&tx, principal.tenant_id, user_id, tags).await?;
         }
         // The allowed networks travel inside access tokens: a changed IP ACL ends the user's
-        // current tokens at once (a refresh picks up the new networks).
+        // sessions and tokens at once (refresh tokens included), so nothing issued under the
+        // old networks goes on working.
         let ip_acl = |user: &User| {
             user.dialer_profile
                 .as_ref()
@@ -428,7 +498,8 @@ impl App {
                 .map(|profile| profile.allowed_networks.clone())
         };
         let acl_revoked = if ip_acl(&target) != ip_acl(&updated) {
-            store::users::bump_token_generation(&tx, principal.tenant_id, &[user_id], now).await?
+            self.end_all_sessions(&tx, principal.tenant_id, &[user_id], "ip_acl_changed")
+                .await?
         } else {
             Vec::new()
         };
@@ -444,8 +515,11 @@ impl App {
             .with_details(json!({ "fields": patch.paths })),
         )
         .await?;
-        self.store.commit(tx).await?;
-        self.revoked(acl_revoked);
+        self.commit_revoking(tx, Touched::Everything, self.users_revoked(acl_revoked))
+            .await?;
+        if email_change.is_some() {
+            self.mail_queued();
+        }
         if roles_changed {
             // The new permissions replace the ones inside the user's tokens on their next call.
             self.regrant(principal.tenant_id, &[user_id]).await?;
@@ -453,21 +527,85 @@ impl App {
         self.target(principal.tenant_id, user_id).await
     }
 
-    /// Deletes a user; their sessions end at once and `user.deleted` tells lead owners.
+    /// The mail and state of a change of `target`'s address to `email`, inside the update's
+    /// transaction. The old address is told in every case. A pending user gets their activation
+    /// (or invitation) again at the new address; an active user's own change waits for the new
+    /// address to confirm it; an admin's change leaves the new address unconfirmed until it does.
+    async fn change_email(
+        &self,
+        tx: &store::Tx,
+        target: &User,
+        email: &Email,
+        self_service: bool,
+    ) -> Result<()> {
+        let tenant = store::tenants::get(tx, target.tenant_id)
+            .await?
+            .ok_or(Error::NotFound("account"))?;
+        let moved = User {
+            email: email.clone(),
+            ..target.clone()
+        };
+        self.queue_mail(
+            tx,
+            Some(tenant.id),
+            &super::mail::email_change_notice(
+                target.email.as_str(),
+                target.first_name.as_str(),
+                tenant.name.as_str(),
+                email.as_str(),
+                self_service,
+            ),
+        )
+        .await?;
+        if target.status == UserStatus::PendingConfirmation {
+            let credentials = store::users::get_credentials(tx, target.tenant_id, target.id)
+                .await?
+                .ok_or(Error::NotFound("user"))?;
+            let purpose = if credentials.password_hash.is_some() {
+                PURPOSE_ACTIVATION
+            } else {
+                PURPOSE_INVITATION
+            };
+            self.issue_activation(tx, &tenant, &moved, purpose, true)
+                .await?;
+        } else {
+            if self_service {
+                store::users::set_pending_email(tx, target.tenant_id, target.id, Some(email))
+                    .await?;
+            } else {
+                store::users::mark_email_unverified(tx, target.tenant_id, target.id).await?;
+            }
+            self.issue_email_confirmation(tx, &tenant, &moved).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a user; their sessions end at once and `user.deleted` tells lead owners. Of
+    /// concurrent deletions of one user, one succeeds and writes the record; the others find
+    /// the user gone (NOT_FOUND).
     pub async fn delete_user(
         &self,
         principal: &Principal,
         user_id: UserId,
         client: &ClientInfo,
     ) -> Result<()> {
-        let target = self.target(principal.tenant_id, user_id).await?;
-        policy::authorize_on_user(principal, UserAction::Delete, &target, None)?;
         let tx = self.store.begin().await?;
+        store::users::lock_for_deletion(&tx, principal.tenant_id).await?;
+        let target = self
+            .locked_target(&tx, principal.tenant_id, user_id)
+            .await?;
+        policy::authorize_on_user(principal, UserAction::Delete, &target, None)?;
         self.record(&tx, deleted_record(principal, &target, client))
             .await?;
-        store::users::delete(&tx, principal.tenant_id, &[user_id]).await?;
-        self.store.commit(tx).await?;
-        self.revoked(vec![(user_id, i64::MAX)]);
+        if store::users::delete(&tx, principal.tenant_id, &[user_id]).await? == 0 {
+            return Err(Error::NotFound("user"));
+        }
+        self.commit_revoking(
+            tx,
+            Touched::Everything,
+            self.users_revoked(vec![(user_id, i64::MAX)]),
+        )
+        .await?;
         Ok(())
     }
 
@@ -478,7 +616,10 @@ impl App {
         user_id: UserId,
         client: &ClientInfo,
     ) -> Result<User> {
-        let target = self.target(principal.tenant_id, user_id).await?;
+        let tx = self.store.begin().await?;
+        let target = self
+            .locked_target(&tx, principal.tenant_id, user_id)
+            .await?;
         policy::authorize_on_user(principal, UserAction::Deactivate, &target, None)?;
         if target.status == UserStatus::Inactive {
             return Err(Error::precondition(
@@ -487,7 +628,6 @@ impl App {
             ));
         }
         let now = self.clock.now();
-        let tx = self.store.begin().await?;
         store::users::set_status(
             &tx,
             principal.tenant_id,
@@ -510,19 +650,23 @@ impl App {
             ),
         )
         .await?;
-        self.store.commit(tx).await?;
-        self.revoked(revoked);
+        self.commit_revoking(tx, Touched::Everything, self.users_revoked(revoked))
+            .await?;
         self.target(principal.tenant_id, user_id).await
     }
 
-    /// Makes an INACTIVE or LOCKED user ACTIVE.
+    /// Makes an INACTIVE or LOCKED user ACTIVE; a user who never confirmed their email goes
+    /// back to PENDING_CONFIRMATION, which only the activation link ends.
     pub async fn reactivate_user(
         &self,
         principal: &Principal,
         user_id: UserId,
         client: &ClientInfo,
     ) -> Result<User> {
-        let target = self.target(principal.tenant_id, user_id).await?;
+        let tx = self.store.begin().await?;
+        let target = self
+            .locked_target(&tx, principal.tenant_id, user_id)
+            .await?;
         policy::authorize_on_user(principal, UserAction::Reactivate, &target, None)?;
         if !matches!(target.status, UserStatus::Inactive | UserStatus::Locked) {
             return Err(Error::precondition(
@@ -530,15 +674,7 @@ impl App {
                 "only an inactive or locked user can be reactivated",
             ));
         }
-        let tx = self.store.begin().await?;
-        store::users::set_status(
-            &tx,
-            principal.tenant_id,
-            &[user_id],
-            UserStatus::Active,
-            self.clock.now(),
-        )
-        .await?;
+        store::users::reactivate(&tx, principal.tenant_id, &[user_id], self.clock.now()).await?;
         self.record(
             &tx,
             NewActivity::on_user(
@@ -562,29 +698,28 @@ impl App {
         return_token: bool,
         client: &ClientInfo,
     ) -> Result<Option<String>> {
-        let target = self.target(principal.tenant_id, user_id).await?;
-        policy::authorize_on_user(principal, UserAction::ResendInvitation, &target, None)?;
+        let tenant = store::tenants::get(self.store.db(), principal.tenant_id)
+            .await?
+            .ok_or(Error::NotFound("account"))?;
+        let tx = self.store.begin().await?;
+        let credentials = store::users::get_for_update(&tx, principal.tenant_id, user_id)
+            .await?
+            .ok_or(Error::NotFound("user"))?;
+        let target = &credentials.user;
+        policy::authorize_on_user(principal, UserAction::ResendInvitation, target, None)?;
         if target.status != UserStatus::PendingConfirmation {
             return Err(Error::precondition(
                 "USER_NOT_PENDING",
                 "the user has already activated their account",
             ));
         }
-        let credentials =
-            store::users::get_credentials(self.store.db(), principal.tenant_id, user_id)
-                .await?
-                .ok_or(Error::NotFound("user"))?;
         let purpose = if credentials.password_hash.is_some() {
             PURPOSE_ACTIVATION
         } else {
             PURPOSE_INVITATION
         };
-        let tenant = store::tenants::get(self.store.db(), principal.tenant_id)
-            .await?
-            .ok_or(Error::NotFound("account"))?;
-        let tx = self.store.begin().await?;
         let token = self
-            .issue_activation(&tx, &tenant, &target, purpose, !return_token)
+            .issue_activation(&tx, &tenant, target, purpose, !return_token)
             .await?;
         self.record(
             &tx,
@@ -610,13 +745,40 @@ impl App {
         require_change: bool,
         client: &ClientInfo,
     ) -> Result<String> {
-        let target = self.target(principal.tenant_id, user_id).await?;
-        let actor = self.target(principal.tenant_id, principal.user_id).await?;
-        policy::authorize_on_user(principal, UserAction::ResetPassword, &target, Some(&actor))?;
+        let before = store::users::get_credentials(self.store.db(), principal.tenant_id, user_id)
+            .await?
+            .ok_or(Error::NotFound("user"))?;
+        let actor = self.caller(principal).await?;
+        policy::authorize_on_user(
+            principal,
+            UserAction::ResetPassword,
+            &before.user,
+            Some(&actor),
+        )?;
+        // Hashed before the transaction, so that no row waits on argon2.
         let temporary = temporary_password();
         let hash = self.passwords.hash(&temporary).await?;
         let now = self.clock.now();
         let tx = self.store.begin().await?;
+        let target = store::users::get_for_update(&tx, principal.tenant_id, user_id)
+            .await?
+            .ok_or(Error::NotFound("user"))?;
+        let actor = self
+            .locked_target(&tx, principal.tenant_id, principal.user_id)
+            .await
+            .map_err(caller_gone_if_missing)?;
+        policy::authorize_on_user(
+            principal,
+            UserAction::ResetPassword,
+            &target.user,
+            Some(&actor),
+        )?;
+        if target.token_generation != before.token_generation {
+            // Another reset (or revocation) came first: its temporary password stands.
+            return Err(Error::Aborted(
+                "the user's credentials changed while the password was being reset".into(),
+            ));
+        }
         store::users::set_password_hash(
             &tx,
             principal.tenant_id,
@@ -641,8 +803,8 @@ impl App {
             .with_details(json!({ "require_change": require_change })),
         )
         .await?;
-        self.store.commit(tx).await?;
-        self.revoked(revoked);
+        self.commit_revoking(tx, Touched::Everything, self.users_revoked(revoked))
+            .await?;
         Ok(temporary)
     }
 
@@ -658,31 +820,36 @@ impl App {
         if new_owner == principal.user_id {
             return Err(Error::invalid("new_owner_user_id", "is already the owner"));
         }
-        let tenant = store::tenants::get(self.store.db(), principal.tenant_id)
-            .await?
-            .ok_or(Error::NotFound("account"))?;
-        if tenant.owner_user_id != Some(principal.user_id) {
-            // The token predates a transfer: the caller is no longer the owner.
-            return Err(Error::denied(
-                "OWNER_ONLY",
-                "only the account owner can transfer ownership",
-            ));
-        }
-        let successor = self.target(principal.tenant_id, new_owner).await?;
-        if successor.status != UserStatus::Active {
-            return Err(Error::precondition(
-                "NEW_OWNER_NOT_ACTIVE",
-                "the new owner must be an active user",
-            ));
-        }
-        let former = self.target(principal.tenant_id, principal.user_id).await?;
         if let FormerOwner::Roles(roles) = &former_owner {
             self.resolve_roles(principal.tenant_id, roles, "former_owner_roles.roles")
                 .await?;
         }
         let now = self.clock.now();
         let tx = self.store.begin().await?;
-        store::tenants::set_owner(&tx, principal.tenant_id, new_owner).await?;
+        // The conditional write decides between concurrent transfers: one finds the caller still
+        // the owner, the others do not.
+        if !store::tenants::set_owner(&tx, principal.tenant_id, Some(principal.user_id), new_owner)
+            .await?
+        {
+            // The token predates a transfer: the caller is no longer the owner.
+            return Err(Error::denied(
+                "OWNER_ONLY",
+                "only the account owner can transfer ownership",
+            ));
+        }
+        let successor = self
+            .locked_target(&tx, principal.tenant_id, new_owner)
+            .await?;
+        if successor.status != UserStatus::Active {
+            return Err(Error::precondition(
+                "NEW_OWNER_NOT_ACTIVE",
+                "the new owner must be an active user",
+            ));
+        }
+        let former = self
+            .locked_target(&tx, principal.tenant_id, principal.user_id)
+            .await
+            .map_err(caller_gone_if_missing)?;
         let mut revoked = Vec::new();
         match &former_owner {
             FormerOwner::Roles(roles) => {
@@ -726,8 +893,8 @@ impl App {
             })),
         )
         .await?;
-        self.store.commit(tx).await?;
-        self.revoked(revoked);
+        self.commit_revoking(tx, Touched::Everything, self.users_revoked(revoked))
+            .await?;
         // Earlier role changes left current grants behind: replace them with the new ownership.
         let mut regranted = vec![new_owner];
         if matches!(former_owner, FormerOwner::Roles(_)) {
@@ -740,6 +907,14 @@ impl App {
             FormerOwner::Delete => None,
         };
         Ok((new_owner, former))
+    }
+}
+
+/// A NOT_FOUND of the caller's own user is a token that names nobody any more.
+fn caller_gone_if_missing(err: Error) -> Error {
+    match err {
+        Error::NotFound(_) => Error::caller_gone(),
+        other => other,
     }
 }
 

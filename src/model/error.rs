@@ -114,10 +114,54 @@ impl Error {
         }
     }
 
+    /// The caller's own user is gone (deleted by another call, maybe on another replica whose
+    /// revocation has not arrived yet): their token no longer names anyone, so it is refused
+    /// as a revoked one would be, never answered NOT_FOUND.
+    pub fn caller_gone() -> Self {
+        Self::unauthenticated("TOKEN_REVOKED", "the access token has been revoked")
+    }
+
     /// An unexpected failure with its cause.
     pub fn internal(cause: impl fmt::Display) -> Self {
         Self::Internal(cause.to_string())
     }
+}
+
+/// Refuses a repeated field with more than `max` entries, naming the field and the bound, before
+/// any entry is looked at: every repeated field of a request has one.
+pub fn bounded<T>(field: &str, items: &[T], max: usize) -> Result<()> {
+    if items.len() > max {
+        return Err(Error::invalid(
+            field,
+            format!("at most {max} entries (got {})", items.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// Bounds of repeated request fields (README, "Limits").
+pub mod limits {
+    /// Role keys in one list (a user's roles, a filter's, a mass action's).
+    pub const ROLES: usize = 100;
+    /// Teams in a filter or a mass action.
+    pub const TEAMS: usize = 100;
+    /// Statuses in a filter.
+    pub const STATUSES: usize = 10;
+    /// Allowed networks of a user's IP allow-list.
+    pub const NETWORKS: usize = 100;
+    /// Permissions of a custom role.
+    pub const PERMISSIONS: usize = 100;
+    /// Team kinds in a filter.
+    pub const KINDS: usize = 10;
+    /// Users named in one call (a mass action's selection, team members added or removed).
+    pub const USERS: usize = 100_000;
+    /// Field violations described in one error's message and details (the rest are counted),
+    /// so that an error stays a few KiB, inside every client's metadata limit.
+    pub const VIOLATIONS: usize = 16;
+    /// Characters of one violation's field or description.
+    pub const DESCRIPTION_CHARS: usize = 400;
+    /// Characters of all the violations an error describes, together.
+    pub const MESSAGE_CHARS: usize = 2_000;
 }
 
 /// Collects field violations while parsing a request, so that every bad field is reported at once.

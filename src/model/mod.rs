@@ -16,7 +16,7 @@ mod values;
 
 pub use activity::{ActivityFilter, ActivityRecord, ClientInfo, NewActivity};
 pub use clock::{Clock, SystemClock};
-pub use error::{Error, FieldViolation, Result, Violations};
+pub use error::{Error, FieldViolation, Result, Violations, bounded, limits};
 pub use ids::{SessionId, TenantId, UserId};
 pub use principal::Principal;
 pub use profile::{
@@ -24,8 +24,9 @@ pub use profile::{
     SealedSecrets, SipSettings, SipUri, TimeZone, parse_network,
 };
 pub use roles::{
-    ADMIN_GRADE_PERMISSIONS, ALL_PERMISSIONS, BuiltinRole, Permission, RoleDef, RoleScope,
-    builtin_role, builtin_roles, effective_permissions, normalize_role_key, normalize_role_keys,
+    ADMIN_GRADE_PERMISSIONS, ALL_PERMISSIONS, BuiltinRole, Permission, PermissionKey, RoleDef,
+    RoleScope, builtin_role, builtin_roles, effective_permissions, normalize_role_key,
+    normalize_role_keys,
 };
 pub use secret::{SEALED_PREFIX, Secret};
 pub use team::{Membership, Team, TeamId, TeamKind, TeamRole};

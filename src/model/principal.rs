@@ -27,7 +27,7 @@ pub struct Principal {
 
 impl Principal {
     /// Whether the principal holds `permission`.
-    pub fn can(&self, permission: &str) -> bool {
-        self.is_owner || self.permissions.iter().any(|p| p == permission)
+    pub fn can(&self, permission: super::Permission) -> bool {
+        self.is_owner || self.permissions.iter().any(|p| p == permission.key())
     }
 }

@@ -1,12 +1,83 @@
 //! The permission catalogue and the built-in account roles of the Portal page.
 
-/// A permission key, e.g. `users.write`. Other services read these through `ValidateToken`.
-pub type Permission = &'static str;
+/// A permission key, e.g. `users.write`: the string form, for tokens, protos, role definitions
+/// and the README. Other services read these through `ValidateToken`.
+pub type PermissionKey = &'static str;
+
+/// A permission as the code decides on it ([`Permission::key`] is its string form at the edges).
+/// The variants follow [`ALL_PERMISSIONS`], position for position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Permission {
+    UsersRead,
+    UsersWrite,
+    UsersDelete,
+    RolesAssign,
+    RolesAssignAdmin,
+    OwnershipTransfer,
+    SessionsManage,
+    ActivityRead,
+    ReportsRun,
+    CdrReportsRun,
+    SipSettingsWrite,
+    CallerIdWrite,
+    SpeechToTextAccess,
+    SmsAccess,
+    LookupAccess,
+    BillingAccess,
+    ProfileSettingsWrite,
+    SupportContact,
+    TeamsRead,
+    TeamsWrite,
+    RolesManage,
+    InboxAccess,
+    InboxManage,
+}
+
+impl Permission {
+    /// Every permission, in catalogue order.
+    pub const ALL: [Permission; 23] = [
+        Self::UsersRead,
+        Self::UsersWrite,
+        Self::UsersDelete,
+        Self::RolesAssign,
+        Self::RolesAssignAdmin,
+        Self::OwnershipTransfer,
+        Self::SessionsManage,
+        Self::ActivityRead,
+        Self::ReportsRun,
+        Self::CdrReportsRun,
+        Self::SipSettingsWrite,
+        Self::CallerIdWrite,
+        Self::SpeechToTextAccess,
+        Self::SmsAccess,
+        Self::LookupAccess,
+        Self::BillingAccess,
+        Self::ProfileSettingsWrite,
+        Self::SupportContact,
+        Self::TeamsRead,
+        Self::TeamsWrite,
+        Self::RolesManage,
+        Self::InboxAccess,
+        Self::InboxManage,
+    ];
+
+    /// The string form, e.g. `users.read`.
+    pub fn key(self) -> &'static str {
+        ALL_PERMISSIONS[self as usize].0
+    }
+
+    /// The permission a key names.
+    pub fn from_key(key: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|permission| permission.key() == key)
+    }
+}
 
 /// Every permission that exists, with what it allows. The owner holds all of them.
 ///
 /// Access tokens carry permissions as positions in this list: add new ones at the end only.
-pub const ALL_PERMISSIONS: &[(Permission, &str)] = &[
+pub const ALL_PERMISSIONS: &[(PermissionKey, &str)] = &[
     ("users.read", "view the account's users"),
     (
         "users.write",
@@ -55,7 +126,7 @@ pub const ALL_PERMISSIONS: &[(Permission, &str)] = &[
 
 /// Permissions that make a role admin-grade: only the owner creates, changes or assigns a role
 /// holding any of them, and admins cannot change the users who hold one.
-pub const ADMIN_GRADE_PERMISSIONS: &[Permission] = &[
+pub const ADMIN_GRADE_PERMISSIONS: &[PermissionKey] = &[
     "users.write",
     "users.delete",
     "roles.assign",
@@ -115,7 +186,7 @@ impl RoleDef {
 }
 
 /// Built-in Platform and Inbox roles of the SMS page: (key, name, scope, permissions).
-const SCOPED_BUILTINS: &[(&str, &str, RoleScope, &[Permission])] = &[
+const SCOPED_BUILTINS: &[(&str, &str, RoleScope, &[PermissionKey])] = &[
     (
         "PLATFORM_ADMIN",
         "Platform admin",
@@ -199,6 +270,7 @@ pub fn normalize_role_key(field: &str, text: &str) -> super::Result<String> {
 /// Normalises a list of role keys: upper-cased, sorted, without duplicates; existence is checked
 /// by the domain, which knows the account's custom roles.
 pub fn normalize_role_keys(field: &str, keys: &[String]) -> super::Result<Vec<String>> {
+    super::error::bounded(field, keys, super::error::limits::ROLES)?;
     let mut roles = keys
         .iter()
         .map(|key| normalize_role_key(field, key))
@@ -229,7 +301,7 @@ pub fn effective_permissions(roles: &[RoleDef], is_owner: bool) -> Vec<String> {
 }
 
 /// Permissions every user holds, whatever their roles.
-const EVERYONE: &[Permission] = &["support.contact"];
+const EVERYONE: &[PermissionKey] = &["support.contact"];
 
 /// The built-in account roles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -281,7 +353,7 @@ impl BuiltinRole {
     }
 
     /// What the role allows, as the Portal page describes it.
-    pub fn permissions(self) -> &'static [Permission] {
+    pub fn permissions(self) -> &'static [PermissionKey] {
         match self {
             // Admin combines the privileges of all the other roles and manages users.
             Self::Admin => &[
@@ -332,6 +404,18 @@ mod tests {
             }
         }
         assert!(!admin.contains(&"roles.assign_admin"));
+    }
+
+    #[test]
+    fn the_typed_permissions_follow_the_catalogue() {
+        assert_eq!(Permission::ALL.len(), ALL_PERMISSIONS.len());
+        for (position, permission) in Permission::ALL.into_iter().enumerate() {
+            assert_eq!(permission as usize, position);
+            assert_eq!(Permission::from_key(permission.key()), Some(permission));
+        }
+        assert_eq!(Permission::UsersRead.key(), "users.read");
+        assert_eq!(Permission::InboxManage.key(), "inbox.manage");
+        assert_eq!(Permission::from_key("future.thing"), None);
     }
 
     #[test]

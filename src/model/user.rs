@@ -56,6 +56,10 @@ pub struct User {
     pub id: UserId,
     pub tenant_id: TenantId,
     pub email: Email,
+    /// Whether the user confirmed `email` through a mailed link (no reset link goes elsewhere).
+    pub email_verified: bool,
+    /// A self-service change of address waiting for the new address to confirm it.
+    pub pending_email: Option<Email>,
     pub username: Username,
     pub first_name: PersonName,
     pub last_name: PersonName,

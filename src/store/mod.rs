@@ -45,6 +45,7 @@ pub type Tx = DatabaseTransaction;
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
+    url: crate::model::Secret,
     sqlite: bool,
     max_connections: u32,
     writes: Arc<WriteEpoch>,
@@ -152,6 +153,10 @@ impl Store {
                 url.to_owned()
             };
         let sqlite = url.starts_with("sqlite:");
+        if !sqlite {
+            probe(&url).await?;
+        }
+        let url_for_later = url.clone();
         let mut options = ConnectOptions::new(url);
         // SQLite allows one writer: transactions begin IMMEDIATE (see `begin`), so writers queue on
         // the lock instead of failing a read-to-write upgrade, while WAL lets readers go on.
@@ -163,7 +168,14 @@ impl Store {
             })
             .min_connections(1)
             .connect_timeout(Duration::from_secs(5))
-            .acquire_timeout(Duration::from_secs(30))
+            // PostgreSQL: a call that cannot get a connection within a second answers UNAVAILABLE
+            // instead of queueing while the server is away (the pool retries connecting for as
+            // long as it waits). SQLite's connections wait on the write lock, not on a server.
+            .acquire_timeout(if sqlite {
+                Duration::from_secs(30)
+            } else {
+                POSTGRES_ACQUIRE_TIMEOUT
+            })
             // A connection in use moments ago is handed out as it is; one idle for a while is
             // pinged first (a ping on every checkout was one more round trip per statement).
             .test_before_acquire_if_idle_for(Duration::from_secs(10))
@@ -182,15 +194,39 @@ impl Store {
         let db = Database::connect(options).await.map_err(Error::from)?;
         Ok(Self {
             db,
+            url: crate::model::Secret::new(url_for_later),
             sqlite,
             max_connections,
             writes: Arc::default(),
         })
     }
 
-    /// Applies pending migrations.
+    /// Applies pending migrations. On PostgreSQL the replicas that start at once take turns on
+    /// an advisory lock, held on a connection of its own for the whole run, so that the first
+    /// one migrates and the others find nothing left to do.
     pub async fn migrate(&self) -> Result<()> {
-        Migrator::up(&self.db, None).await.map_err(Error::from)
+        if self.sqlite {
+            // Servers sharing one file take turns on its write lock: the first migrates, and
+            // the others find nothing left to do (SQLite's DDL is transactional).
+            let tx = self.begin().await?;
+            Migrator::up(&tx, None).await.map_err(migration_failed)?;
+            return Ok(tx.commit().await?);
+        }
+        let mut options = ConnectOptions::new(self.url.expose().to_owned());
+        options
+            .max_connections(1)
+            .min_connections(1)
+            .connect_timeout(Duration::from_secs(5))
+            .sqlx_logging(false);
+        let session = Database::connect(options).await.map_err(Error::from)?;
+        let lock = format!("SELECT pg_advisory_lock({MIGRATION_LOCK})");
+        session.execute_unprepared(&lock).await?;
+        let migrated = Migrator::up(&session, None).await.map_err(migration_failed);
+        let _ = session
+            .execute_unprepared(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
+            .await;
+        let _ = session.close().await;
+        migrated
     }
 
     /// True when the database answers.
@@ -281,15 +317,86 @@ impl From<DbErr> for Error {
                 .unwrap_or("id");
             return Error::already_exists(field, "is already taken in this account");
         }
+        // A row that names a user or team deleted by a concurrent call: the call's target is
+        // gone, as a read a moment later would have found.
+        if let Some(SqlErr::ForeignKeyConstraintViolation(_)) = err.sql_err() {
+            return Error::NotFound("referenced user or team");
+        }
         // PostgreSQL undoes one transaction of a deadlock (40P01) or of a serialization
         // conflict (40001): nothing was written, and the call may simply be made again.
         if matches!(sqlstate(&err).as_deref(), Some("40P01" | "40001")) {
             return Error::Aborted(err.to_string());
         }
-        match err {
-            DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => Error::Unavailable(err.to_string()),
-            other => Error::internal(other),
+        if is_unreachable(&err) {
+            return Error::Unavailable(err.to_string());
         }
+        Error::internal(err)
+    }
+}
+
+/// Whether `err` says the database could not be reached or went away mid-call (a connection
+/// refused, reset or closed, a pool with no connection to give, a server shutting down): every
+/// such failure is UNAVAILABLE, whichever statement met it.
+pub fn is_unreachable(err: &DbErr) -> bool {
+    use sea_orm::{RuntimeErr, sqlx};
+    let sqlx_unreachable = |err: &sqlx::Error| match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // 57P01-57P03: the server is shutting down or cannot connect now; 08xxx: connection
+        // exceptions.
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("57P") || code.starts_with("08")),
+        _ => false,
+    };
+    match err {
+        DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(err)) | DbErr::Query(RuntimeErr::SqlxError(err)) => {
+            sqlx_unreachable(err)
+        }
+        _ => false,
+    }
+}
+
+/// How long a call waits for a PostgreSQL connection before it answers UNAVAILABLE.
+const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The advisory lock the replicas' migrations take turns on ("rmig").
+const MIGRATION_LOCK: i64 = 0x726d_6967;
+
+fn migration_failed(err: DbErr) -> Error {
+    if is_unreachable(&err) {
+        Error::Unavailable(format!("applying migrations: {err}"))
+    } else {
+        // The database's own words: which statement of which migration failed, and why.
+        Error::internal(format!("applying migrations failed: {err}"))
+    }
+}
+
+/// Opens one connection to the PostgreSQL server at `url` and closes it, so that a server that
+/// cannot be reached fails the start at once with its address and the cause, not with the
+/// pool's "timed out" once its wait is over.
+async fn probe(url: &str) -> Result<()> {
+    use sea_orm::sqlx::{self, ConnectOptions as _, Connection as _};
+    let options: sqlx::postgres::PgConnectOptions = url
+        .parse()
+        .map_err(|err| Error::Unavailable(format!("the database URL cannot be used: {err}")))?;
+    let address = format!("{}:{}", options.get_host(), options.get_port());
+    match tokio::time::timeout(Duration::from_secs(5), options.connect()).await {
+        Ok(Ok(connection)) => {
+            let _ = connection.close().await;
+            Ok(())
+        }
+        Ok(Err(err)) => Err(Error::Unavailable(format!(
+            "cannot connect to the database at {address}: {err}"
+        ))),
+        Err(_) => Err(Error::Unavailable(format!(
+            "cannot connect to the database at {address}: no answer within 5 s"
+        ))),
     }
 }
 

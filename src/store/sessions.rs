@@ -202,12 +202,28 @@ pub async fn revoke_for_users(
 }
 
 /// Which sessions a listing covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionScope {
     /// One user's.
     User(UserId),
     /// Every user's of the account.
     Account,
+    /// Every user's of the account but these users'.
+    AccountExcept(Vec<UserId>),
+}
+
+fn scoped(
+    query: sea_orm::Select<session::Entity>,
+    scope: SessionScope,
+) -> sea_orm::Select<session::Entity> {
+    match scope {
+        SessionScope::User(user_id) => query.filter(session::Column::UserId.eq(user_id.0)),
+        SessionScope::Account => query,
+        SessionScope::AccountExcept(users) if users.is_empty() => query,
+        SessionScope::AccountExcept(users) => {
+            query.filter(session::Column::UserId.is_not_in(users.into_iter().map(|user| user.0)))
+        }
+    }
 }
 
 /// A page of open sessions of one account, newest first, after the session `after` (keyset on
@@ -224,9 +240,7 @@ pub async fn list_open(
         .filter(session::Column::TenantId.eq(tenant_id.0))
         .filter(session::Column::RevokedAt.is_null())
         .filter(session::Column::ExpiresAt.gt(now));
-    if let SessionScope::User(user_id) = scope {
-        query = query.filter(session::Column::UserId.eq(user_id.0));
-    }
+    query = scoped(query, scope);
     if let Some(after) = after {
         query = query.filter(session::Column::Id.lt(after.0));
     }
@@ -254,9 +268,7 @@ pub async fn open_sessions(
         .filter(session::Column::TenantId.eq(tenant_id.0))
         .filter(session::Column::RevokedAt.is_null())
         .filter(session::Column::ExpiresAt.gt(now));
-    if let SessionScope::User(user_id) = scope {
-        query = query.filter(session::Column::UserId.eq(user_id.0));
-    }
+    query = scoped(query, scope);
     let rows: Vec<(uuid::Uuid, uuid::Uuid)> = query.into_tuple().all(db).await?;
     Ok(rows
         .into_iter()

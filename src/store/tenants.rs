@@ -31,14 +31,26 @@ pub async fn insert(db: &impl Conn, tenant: &Tenant) -> Result<()> {
     Ok(())
 }
 
-/// Makes `owner` the account's owner.
-pub async fn set_owner(db: &impl Conn, tenant_id: TenantId, owner: UserId) -> Result<()> {
-    tenant::Entity::update_many()
+/// Makes `owner` the account's owner if `current` still is (`None`: a new account's first): false when another transfer came
+/// first (a conditional write, so that of concurrent transfers exactly one succeeds).
+pub async fn set_owner(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    current: Option<UserId>,
+    owner: UserId,
+) -> Result<bool> {
+    let current = match current {
+        Some(current) => tenant::Column::OwnerUserId.eq(current.0),
+        None => tenant::Column::OwnerUserId.is_null(),
+    };
+    let changed = tenant::Entity::update_many()
         .col_expr(tenant::Column::OwnerUserId, Expr::value(owner.0))
         .filter(tenant::Column::Id.eq(tenant_id.0))
+        .filter(current)
         .exec(db)
-        .await?;
-    Ok(())
+        .await?
+        .rows_affected;
+    Ok(changed == 1)
 }
 
 /// Finds an account by id or slug.

@@ -61,6 +61,12 @@ fn to_model(row: user::Model, extras: Extras, owner: Option<UserId>) -> Result<C
         id: UserId(row.id),
         tenant_id: TenantId(row.tenant_id),
         email: Email::parse("email", &row.email)?,
+        email_verified: row.email_verified_at.is_some(),
+        pending_email: row
+            .pending_email
+            .as_deref()
+            .map(|email| Email::parse("pending_email", email))
+            .transpose()?,
         username: Username::parse("username", &row.username)?,
         first_name: PersonName::parse("first_name", &row.first_name)?,
         last_name: PersonName::parse("last_name", &row.last_name)?,
@@ -577,6 +583,9 @@ fn active_model(new: &NewUser) -> Result<user::ActiveModel> {
         caldav_token: Set(new.secrets.caldav_token.clone()),
         pbx_password: Set(new.secrets.pbx_password.clone()),
         token_generation: Set(0),
+        // Every new user confirms their address through the activation link.
+        email_verified_at: sea_orm::ActiveValue::NotSet,
+        pending_email: sea_orm::ActiveValue::NotSet,
     })
 }
 
@@ -869,6 +878,27 @@ pub async fn get(db: &impl Conn, tenant_id: TenantId, user_id: UserId) -> Result
     Ok(get_credentials(db, tenant_id, user_id)
         .await?
         .map(|found| found.user))
+}
+
+/// Loads a user of the account inside a write transaction and holds their row until it ends
+/// (`FOR UPDATE` on PostgreSQL; SQLite's write transaction already excludes other writers), so
+/// that a lifecycle verb checks and changes the same state: of concurrent calls on one user,
+/// the later ones see what the first one left.
+pub async fn get_for_update(
+    tx: &impl Conn,
+    tenant_id: TenantId,
+    user_id: UserId,
+) -> Result<Option<Credentials>> {
+    let row = user::Entity::find()
+        .filter(user::Column::TenantId.eq(tenant_id.0))
+        .filter(user::Column::Id.eq(user_id.0))
+        .lock_exclusive()
+        .one(tx)
+        .await?;
+    match row {
+        Some(row) => Ok(complete_many(tx, tenant_id, vec![row]).await?.pop()),
+        None => Ok(None),
+    }
 }
 
 /// Loads a user of the account with their password hash.
@@ -1211,6 +1241,37 @@ pub async fn admin_grade_holders(
     tenant_id: TenantId,
     ids: &[UserId],
 ) -> Result<HashSet<UserId>> {
+    let keys = admin_grade_role_keys(db, tenant_id).await?;
+    let mut holders = HashSet::new();
+    for chunk in ids.chunks(super::ids_per_statement(db)) {
+        holders.extend(
+            holders_of_keys(
+                db,
+                tenant_id,
+                &keys,
+                Some(super::one_of(
+                    db,
+                    user_role::Column::UserId,
+                    chunk.iter().map(|id| id.0),
+                )),
+            )
+            .await?,
+        );
+    }
+    Ok(holders)
+}
+
+/// Every user of the account who holds an admin-grade role (an account has few of them).
+pub async fn admin_grade_holders_in_account(
+    db: &impl Conn,
+    tenant_id: TenantId,
+) -> Result<HashSet<UserId>> {
+    let keys = admin_grade_role_keys(db, tenant_id).await?;
+    holders_of_keys(db, tenant_id, &keys, None).await
+}
+
+/// The keys of the built-in and custom roles of the account that carry admin permissions.
+async fn admin_grade_role_keys(db: &impl Conn, tenant_id: TenantId) -> Result<Vec<String>> {
     let mut keys: Vec<String> = builtin_roles()
         .into_iter()
         .filter(RoleDef::is_admin_grade)
@@ -1223,25 +1284,26 @@ pub async fn admin_grade_holders(
             .filter(|role| role.is_admin_grade())
             .map(|role| role.key),
     );
-    let mut holders = HashSet::new();
-    for chunk in ids.chunks(super::ids_per_statement(db)) {
-        let found: Vec<uuid::Uuid> = user_role::Entity::find()
-            .select_only()
-            .column(user_role::Column::UserId)
-            .distinct()
-            .filter(user_role::Column::TenantId.eq(tenant_id.0))
-            .filter(user_role::Column::Role.is_in(keys.iter().map(String::as_str)))
-            .filter(super::one_of(
-                db,
-                user_role::Column::UserId,
-                chunk.iter().map(|id| id.0),
-            ))
-            .into_tuple()
-            .all(db)
-            .await?;
-        holders.extend(found.into_iter().map(UserId));
+    Ok(keys)
+}
+
+async fn holders_of_keys(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    keys: &[String],
+    among: Option<SimpleExpr>,
+) -> Result<HashSet<UserId>> {
+    let mut query = user_role::Entity::find()
+        .select_only()
+        .column(user_role::Column::UserId)
+        .distinct()
+        .filter(user_role::Column::TenantId.eq(tenant_id.0))
+        .filter(user_role::Column::Role.is_in(keys.iter().map(String::as_str)));
+    if let Some(among) = among {
+        query = query.filter(among);
     }
-    Ok(holders)
+    let found: Vec<uuid::Uuid> = query.into_tuple().all(db).await?;
+    Ok(found.into_iter().map(UserId).collect())
 }
 
 /// Which of `emails` and `usernames` are taken in the account.
@@ -1433,6 +1495,16 @@ pub async fn lock_account_users(
     Ok(())
 }
 
+/// Takes what a deletion of the account's users needs before it reads the users it deletes
+/// (the account's users lock on PostgreSQL, see [`delete`]); nothing on SQLite, whose write
+/// transaction excludes other writers already.
+pub async fn lock_for_deletion(db: &impl Conn, tenant_id: TenantId) -> Result<()> {
+    if db.get_database_backend() == DbBackend::Postgres {
+        lock_account_users(db, tenant_id, true).await?;
+    }
+    Ok(())
+}
+
 /// Deletes users of the account (their roles, sessions and tokens go with them).
 pub async fn delete(db: &impl Conn, tenant_id: TenantId, ids: &[UserId]) -> Result<u64> {
     if db.get_database_backend() == DbBackend::Postgres {
@@ -1498,6 +1570,126 @@ pub async fn set_status_from(
             .rows_affected;
     }
     Ok(changed)
+}
+
+/// Reactivates the INACTIVE or LOCKED users among `ids`: ACTIVE, or PENDING_CONFIRMATION for a
+/// user who never confirmed their email (only the activation link ends that). Returns how many
+/// changed.
+pub async fn reactivate(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    ids: &[UserId],
+    now: DateTime<Utc>,
+) -> Result<u64> {
+    let status = Expr::case(
+        Expr::col(user::Column::EmailVerifiedAt).is_null(),
+        UserStatus::PendingConfirmation.as_str(),
+    )
+    .finally(UserStatus::Active.as_str());
+    let mut changed = 0;
+    for chunk in ids.chunks(super::ids_per_statement(db)) {
+        changed += user::Entity::update_many()
+            .col_expr(user::Column::Status, status.clone().into())
+            .col_expr(user::Column::UpdatedAt, Expr::value(now))
+            .filter(user::Column::TenantId.eq(tenant_id.0))
+            .filter(super::one_of(
+                db,
+                user::Column::Id,
+                chunk.iter().map(|id| id.0),
+            ))
+            .filter(
+                user::Column::Status
+                    .is_in([UserStatus::Inactive.as_str(), UserStatus::Locked.as_str()]),
+            )
+            .exec(db)
+            .await?
+            .rows_affected;
+    }
+    Ok(changed)
+}
+
+/// Starts (`Some`) or drops (`None`) a change of address waiting for the new one to confirm.
+pub async fn set_pending_email(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    user_id: UserId,
+    email: Option<&Email>,
+) -> Result<()> {
+    user::Entity::update_many()
+        .col_expr(
+            user::Column::PendingEmail,
+            Expr::value(email.map(|email| email.as_str().to_owned())),
+        )
+        .filter(user::Column::TenantId.eq(tenant_id.0))
+        .filter(user::Column::Id.eq(user_id.0))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Leaves the user's (new) address unconfirmed, with no change pending.
+pub async fn mark_email_unverified(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    user_id: UserId,
+) -> Result<()> {
+    user::Entity::update_many()
+        .col_expr(
+            user::Column::EmailVerifiedAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(
+            user::Column::PendingEmail,
+            Expr::value(Option::<String>::None),
+        )
+        .filter(user::Column::TenantId.eq(tenant_id.0))
+        .filter(user::Column::Id.eq(user_id.0))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Makes the pending address (if any) the user's address, confirmed; a unique index refuses an
+/// address taken meanwhile (ALREADY_EXISTS).
+pub async fn confirm_email(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    user_id: UserId,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    user::Entity::update_many()
+        .col_expr(
+            user::Column::Email,
+            Expr::cust("COALESCE(pending_email, email)"),
+        )
+        .col_expr(
+            user::Column::PendingEmail,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(user::Column::EmailVerifiedAt, Expr::value(now))
+        .col_expr(user::Column::UpdatedAt, Expr::value(now))
+        .filter(user::Column::TenantId.eq(tenant_id.0))
+        .filter(user::Column::Id.eq(user_id.0))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Records that the user confirmed their email address (the activation link reached them).
+pub async fn mark_email_verified(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    user_id: UserId,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    user::Entity::update_many()
+        .col_expr(user::Column::EmailVerifiedAt, Expr::value(now))
+        .filter(user::Column::TenantId.eq(tenant_id.0))
+        .filter(user::Column::Id.eq(user_id.0))
+        .filter(user::Column::EmailVerifiedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(())
 }
 
 /// Deactivates the users among `ids` not inactive already and revokes every access token they

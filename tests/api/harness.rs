@@ -16,7 +16,10 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use roster::{
-    api::pb::{self, auth_service_client::AuthServiceClient},
+    api::pb::{
+        self, activity_service_client::ActivityServiceClient,
+        auth_service_client::AuthServiceClient, session_service_client::SessionServiceClient,
+    },
     config::Settings,
     model::Clock,
 };
@@ -138,6 +141,27 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts a server with the test defaults and `extra` settings (`("access-token-ttl", "1m")`).
 pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
+    let (backing, is_postgres) = spawn_backing().await;
+    let extra = extra
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    start(backing, ManualClock::new(), extra, is_postgres).await
+}
+
+/// Starts `count` servers at once on one fresh database (the migrations of all of them race),
+/// as a rollout onto a new database does; every one of them must come up.
+pub async fn spawn_replicas_at_once(count: usize) -> Vec<TestApp> {
+    let (backing, is_postgres) = spawn_backing().await;
+    let clock = ManualClock::new();
+    futures::future::join_all(
+        (0..count).map(|_| start(backing.clone(), clock.clone(), Vec::new(), is_postgres)),
+    )
+    .await
+}
+
+/// A fresh database (SQLite file or PostgreSQL database) and whether it is PostgreSQL.
+async fn spawn_backing() -> (Arc<Backing>, bool) {
     init_logging();
     let dir = tempfile::tempdir().expect("temp dir");
     let (database_url, postgres) = match std::env::var("ROSTER_TEST_DATABASE_URL") {
@@ -152,16 +176,99 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         ),
     };
     let is_postgres = postgres.is_some();
-    let backing = Arc::new(Backing {
-        dir,
-        database_url,
-        postgres,
+    (
+        Arc::new(Backing {
+            dir,
+            database_url,
+            postgres,
+        }),
+        is_postgres,
+    )
+}
+
+/// A PostgreSQL server reached through a TCP proxy inside the test, which can drop every
+/// connection and refuse new ones (the database going away) and let them through again.
+pub struct DatabaseProxy {
+    up: Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+    task: JoinHandle<()>,
+}
+
+impl DatabaseProxy {
+    /// Drops every open connection and refuses new ones until [`DatabaseProxy::restore`].
+    pub fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cut.send_modify(|generation| *generation += 1);
+    }
+
+    /// Lets connections through again.
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for DatabaseProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts a server whose database (PostgreSQL only: `None` on SQLite) is reached through a
+/// [`DatabaseProxy`].
+pub async fn spawn_app_behind_proxy() -> Option<(TestApp, DatabaseProxy)> {
+    let (backing, is_postgres) = spawn_backing().await;
+    if !is_postgres {
+        return None;
+    }
+    let mut url = url::Url::parse(&backing.database_url).expect("database URL");
+    let target = format!(
+        "{}:{}",
+        url.host_str().expect("host"),
+        url.port().unwrap_or(5432)
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+    let port = listener.local_addr().expect("proxy addr").port();
+    let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (cut, cuts) = tokio::sync::watch::channel(0u64);
+    let task = {
+        let up = up.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !up.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let target = target.clone();
+                let mut cuts = cuts.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    cuts.borrow_and_update();
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cuts.changed() => {}
+                    }
+                });
+            }
+        })
+    };
+    url.set_host(Some("127.0.0.1")).expect("host");
+    url.set_port(Some(port)).expect("port");
+    // The server's backing takes over the database (dropped at the end) with the proxy's URL.
+    let mut original = Arc::try_unwrap(backing)
+        .ok()
+        .expect("the backing is not shared yet");
+    let proxied = Arc::new(Backing {
+        dir: std::mem::replace(&mut original.dir, tempfile::tempdir().expect("temp dir")),
+        database_url: url.to_string(),
+        postgres: original.postgres.take(),
     });
-    let extra = extra
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    start(backing, ManualClock::new(), extra, is_postgres).await
+    let app = start(proxied, ManualClock::new(), Vec::new(), true).await;
+    Some((app, DatabaseProxy { up, cut, task }))
 }
 
 /// Logs of the server go to the test output when `ROSTER_TEST_LOG` is set (`debug`, `info` ...).
@@ -305,6 +412,14 @@ impl TestApp {
                     .expect("server stopped cleanly"),
                 Err(_) => panic!("the server did not stop within 20 s"),
             }
+        }
+    }
+
+    /// Ends the server abruptly, as a crash would: no graceful shutdown, nothing flushed.
+    pub fn kill(&mut self) {
+        self.shutdown.take();
+        if let Some(server) = self.server.take() {
+            server.abort();
         }
     }
 
@@ -687,4 +802,70 @@ pub fn expect_bad_fields<T: std::fmt::Debug>(result: Result<T, Status>, fields: 
         "field violations of {status:?}"
     );
     status
+}
+/// Waits up to `within` for `check` to pass, polling.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A SessionService client on the app's channel.
+pub fn sessions(app: &TestApp) -> SessionServiceClient<Channel> {
+    SessionServiceClient::new(app.channel.clone())
+}
+
+/// An ActivityService client on the app's channel.
+pub fn activity(app: &TestApp) -> ActivityServiceClient<Channel> {
+    ActivityServiceClient::new(app.channel.clone())
+}
+
+/// Calls ListSessions.
+pub async fn list_sessions(
+    app: &TestApp,
+    token: &str,
+    request: pb::ListSessionsRequest,
+) -> Result<pb::ListSessionsResponse, Status> {
+    sessions(app)
+        .list_sessions(authed(request, token))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// The activity records matching `filter` (one large page), newest first.
+pub async fn list_activity(
+    app: &TestApp,
+    token: &str,
+    filter: pb::ActivityFilter,
+) -> Result<Vec<pb::ActivityRecord>, Status> {
+    activity(app)
+        .list_activity(authed(
+            pb::ListActivityRequest {
+                filter: Some(filter),
+                page_size: 1000,
+                page_token: String::new(),
+            },
+            token,
+        ))
+        .await
+        .map(|response| response.into_inner().records)
+}
+
+/// A filter on actions.
+pub fn actions(filter: &[&str]) -> pb::ActivityFilter {
+    pb::ActivityFilter {
+        actions: filter.iter().map(|a| (*a).to_owned()).collect(),
+        ..Default::default()
+    }
 }

@@ -330,7 +330,8 @@ async fn a_deletion_caught_in_a_deadlock_is_aborted_and_changes_nothing() {
         );
         tokio::spawn(async move { client.delete_user(request).await })
     };
-    // The deletion has the account's lock once it waits for bob's row.
+    // The deletion has the account's lock once it waits for bob's row (which it locks before it
+    // checks and deletes him).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let waiting = count_of(
@@ -338,7 +339,7 @@ async fn a_deletion_caught_in_a_deadlock_is_aborted_and_changes_nothing() {
             &db,
             "SELECT COUNT(*) FROM pg_stat_activity \
              WHERE datname = current_database() AND wait_event_type = 'Lock' \
-             AND query LIKE 'DELETE FROM \"users\"%'",
+             AND (query LIKE 'DELETE FROM \"users\"%' OR query LIKE 'SELECT %FOR UPDATE')",
             vec![],
         )
         .await;

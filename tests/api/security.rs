@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use roster::{
     api::pb::{
-        self, activity_service_client::ActivityServiceClient,
-        security_service_client::SecurityServiceClient,
-        session_service_client::SessionServiceClient,
+        self, security_service_client::SecurityServiceClient,
         two_factor_service_client::TwoFactorServiceClient, user_service_client::UserServiceClient,
     },
     model::Clock,
@@ -16,8 +14,9 @@ use roster::{
 use tonic::{Code, Request, Status, transport::Channel};
 
 use crate::harness::{
-    Account, PASSWORD, TestApp, authed, expect_bad_fields, expect_code, expect_reason, spawn_app,
-    spawn_app_with, token_from_mail,
+    Account, PASSWORD, TestApp, actions, activity, authed, eventually, expect_bad_fields,
+    expect_code, expect_reason, list_activity, list_sessions, sessions, spawn_app, spawn_app_with,
+    token_from_mail,
 };
 use crate::roles::create_role;
 
@@ -28,14 +27,6 @@ const STEP: Duration = Duration::from_secs(30);
 
 fn two_factor(app: &TestApp) -> TwoFactorServiceClient<Channel> {
     TwoFactorServiceClient::new(app.channel.clone())
-}
-
-fn sessions(app: &TestApp) -> SessionServiceClient<Channel> {
-    SessionServiceClient::new(app.channel.clone())
-}
-
-fn activity(app: &TestApp) -> ActivityServiceClient<Channel> {
-    ActivityServiceClient::new(app.channel.clone())
 }
 
 fn security(app: &TestApp) -> SecurityServiceClient<Channel> {
@@ -194,42 +185,6 @@ async fn status(app: &TestApp, token: &str, user_id: &str) -> Result<pb::TwoFact
         .map(tonic::Response::into_inner)
 }
 
-async fn list_sessions(
-    app: &TestApp,
-    token: &str,
-    request: pb::ListSessionsRequest,
-) -> Result<pb::ListSessionsResponse, Status> {
-    sessions(app)
-        .list_sessions(authed(request, token))
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-async fn list_activity(
-    app: &TestApp,
-    token: &str,
-    filter: pb::ActivityFilter,
-) -> Result<Vec<pb::ActivityRecord>, Status> {
-    activity(app)
-        .list_activity(authed(
-            pb::ListActivityRequest {
-                filter: Some(filter),
-                page_size: 1000,
-                page_token: String::new(),
-            },
-            token,
-        ))
-        .await
-        .map(|response| response.into_inner().records)
-}
-
-fn actions(filter: &[&str]) -> pb::ActivityFilter {
-    pb::ActivityFilter {
-        actions: filter.iter().map(|a| (*a).to_owned()).collect(),
-        ..Default::default()
-    }
-}
-
 async fn unlock(app: &TestApp, token: &str, user_id: &str) -> Result<pb::User, Status> {
     security(app)
         .unlock_user(authed(
@@ -253,24 +208,6 @@ async fn get_user(app: &TestApp, token: &str, user_id: &str) -> pb::User {
         .await
         .expect("GetUser answers")
         .into_inner()
-}
-
-/// Waits up to `within` for `check` to pass, polling.
-async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// The next record of a live watch, within 10 s.
@@ -1011,8 +948,8 @@ async fn behind_a_trusted_proxy_the_forwarded_address_decides_at_login_and_on_ev
         &["client_address"],
     );
 
-    // An admin moves the user to another network: the current token stops at once, and a
-    // refresh from the new network picks the change up.
+    // An admin moves the user to another network: the user's sessions end at once (their
+    // refresh token too), and a new login from the new network carries the change.
     let far = session.user.as_ref().expect("the user").id.clone();
     users(&app)
         .update_user(authed(
@@ -1034,17 +971,20 @@ async fn behind_a_trusted_proxy_the_forwarded_address_decides_at_login_and_on_ev
         .await
         .expect("the owner changes the allowed networks");
     expect_code(who_from(Some("203.0.113.200")).await, Code::Unauthenticated);
-    let moved = app
-        .auth()
-        .refresh_session(forwarded(
-            Request::new(pb::RefreshSessionRequest {
-                refresh_token: session.refresh_token.clone(),
-            }),
-            "198.51.100.7",
-        ))
+    expect_code(
+        app.auth()
+            .refresh_session(forwarded(
+                Request::new(pb::RefreshSessionRequest {
+                    refresh_token: session.refresh_token.clone(),
+                }),
+                "198.51.100.7",
+            ))
+            .await,
+        Code::Unauthenticated,
+    );
+    let moved = login_from("198.51.100.7")
         .await
-        .expect("a refresh from the new network")
-        .into_inner();
+        .expect("a login from the new network");
     let mut client = app.auth();
     assert!(
         client

@@ -72,7 +72,8 @@ const ACTS: [Act; 9] = [
 /// - the owner may do anything else to anyone;
 /// - admins may do everything to plain users and to themselves, and to the owner and other
 ///   admins nothing but read them (the Users page lists everyone);
-/// - Tech. Configuration changes SIP and caller-ID settings of plain users (themselves included);
+/// - Tech. Configuration changes SIP and caller-ID settings of plain users (themselves included)
+///   and reads every user;
 /// - other roles have no say over other users.
 fn allowed(actor: Actor, target: Target, act: Act) -> bool {
     use Act::*;
@@ -93,7 +94,8 @@ fn allowed(actor: Actor, target: Target, act: Act) -> bool {
     match actor {
         Actor::Owner => true,
         Actor::Admin => target == Target::PlainUser || act == Get,
-        Actor::TechConfig => target == Target::PlainUser && telephony,
+        // It edits users' SIP and caller-ID settings, so it reads every user, as admins do.
+        Actor::TechConfig => (target == Target::PlainUser && telephony) || act == Get,
         Actor::Reports => false,
     }
 }

@@ -40,6 +40,8 @@ use crate::{
 pub const MAX_FILE_BYTES: usize = 256 * 1024 * 1024;
 /// At most this many problems are listed (all are counted).
 const MAX_REPORTED_ERRORS: usize = 1_000;
+/// Unknown header columns named in the error; the rest are counted.
+const NAMED_UNKNOWN_COLUMNS: usize = 10;
 /// A message's maker: (to, first name, account, link, hours valid).
 type Compose = fn(&str, &str, &str, &str, i64) -> mail::Mail;
 /// Good rows handed from the parser to the writers in the first chunk: small, so that the first
@@ -421,18 +423,37 @@ fn parse(
         .collect();
     let mut index: HashMap<&str, usize> = HashMap::new();
     let mut header_errors = Vec::new();
+    let mut unknown: Vec<&str> = Vec::new();
     for (position, name) in headers.iter().enumerate() {
         match COLUMNS.iter().find(|known| **known == name) {
             Some(known) if index.insert(known, position).is_some() => {
                 header_errors.push(format!("column {name:?} appears twice"));
             }
             Some(_) => {}
-            None => header_errors.push(format!(
-                "unknown column {name:?} (known: {})",
-                COLUMNS.join(", ")
-            )),
+            None => unknown.push(name),
         }
     }
+    // One line, however many columns a hostile header has: the first few are named.
+    if !unknown.is_empty() {
+        let named: Vec<String> = unknown
+            .iter()
+            .take(NAMED_UNKNOWN_COLUMNS)
+            .map(|name| format!("{:?}", name.chars().take(64).collect::<String>()))
+            .collect();
+        let more = unknown.len().saturating_sub(NAMED_UNKNOWN_COLUMNS);
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        header_errors.push(format!(
+            "unknown column{} {}{more} (known: {})",
+            if unknown.len() == 1 { "" } else { "s" },
+            named.join(", "),
+            COLUMNS.join(", ")
+        ));
+    }
+    header_errors.truncate(NAMED_UNKNOWN_COLUMNS + 1);
     if !index.contains_key("email") {
         header_errors.push("the email column is required".into());
     }
@@ -647,6 +668,8 @@ fn parse(
                 created_at: now,
                 updated_at: now,
                 last_login_at: None,
+                email_verified: false,
+                pending_email: None,
             },
             password,
             password_hash,

@@ -22,6 +22,8 @@ pub struct Model {
     pub caldav_token: Option<String>,
     pub pbx_password: Option<String>,
     pub token_generation: i64,
+    pub email_verified_at: Option<DateTimeUtc>,
+    pub pending_email: Option<String>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}
