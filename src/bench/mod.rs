@@ -14,6 +14,7 @@
 //! With `--users N` it also seeds an account of N users and measures the UserService at that
 //! size (see [`scale`]).
 
+mod enumeration;
 mod scale;
 
 use std::{
@@ -106,6 +107,11 @@ pub struct BenchArgs {
     /// Invitation rows imported in one call, after everything else.
     #[arg(long, default_value_t = 100_000)]
     pub invitations: u64,
+    /// Pairs of calls about an existing and an unknown user (RequestPasswordReset, Login with a
+    /// wrong password) whose latencies are compared; 0 leaves the comparison out. A server
+    /// given with --addr needs a high ROSTER_LOCKOUT_THRESHOLD.
+    #[arg(long, default_value_t = 200)]
+    pub enumeration_calls: usize,
 }
 
 /// Runs the bench and prints its report; the process exit code.
@@ -408,6 +414,11 @@ async fn bench(args: BenchArgs) -> anyhow::Result<bool> {
             }
         }
     }
+    let enumeration = if args.enumeration_calls > 0 {
+        Some(enumeration::probe(&channels[0], &fixture.login, args.enumeration_calls).await?)
+    } else {
+        None
+    };
     memory.after_load = target.pid.and_then(|pid| proc_status(pid, "VmRSS"));
     memory.peak = target.pid.and_then(|pid| proc_status(pid, "VmHWM"));
     memory.threads = target.pid.and_then(|pid| proc_status(pid, "Threads"));
@@ -445,6 +456,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<bool> {
         load: (load_before, load_average()),
         prepared: prepared.as_ref(),
         timed: timed.as_ref(),
+        enumeration: enumeration.as_deref(),
     };
     print!("{}", report.render());
     Ok(phases.iter().all(|phase| phase.errors == 0))
@@ -472,6 +484,8 @@ impl ServerConfig {
             // All the bench's calls come from one address: lift the per-address limit on
             // login-type calls, or Login would measure the limiter instead of the hashing.
             .env("ROSTER_LOGIN_RATE_PER_MINUTE", "1000000000")
+            // The enumeration probe's wrong passwords must not lock the bench's user.
+            .env("ROSTER_LOCKOUT_THRESHOLD", "1000000000")
             .stdin(Stdio::null())
             .stdout(server_output())
             .spawn()
@@ -1024,6 +1038,7 @@ struct Report<'a> {
     /// The large account (`--users`).
     prepared: Option<&'a scale::Prepared>,
     timed: Option<&'a scale::Timed>,
+    enumeration: Option<&'a [enumeration::Comparison]>,
 }
 
 /// Met, missed, or not measured in this run.
@@ -1224,6 +1239,9 @@ impl Report<'_> {
                 percent(self.login_ratio()),
                 spread(round_ratios(&login.rates, &bound.rates))
             );
+        }
+        if let Some(comparisons) = self.enumeration {
+            let _ = write!(out, "{}", enumeration::render(comparisons));
         }
         if let Some(prepared) = self.prepared {
             let _ = writeln!(out);

@@ -2,6 +2,8 @@
 //! password. The request answers the same whether or not the email exists, and takes the same
 //! time: the lookup and the mail happen after the answer, in the background.
 
+use std::time::Duration;
+
 use serde_json::json;
 
 use super::{App, mail, tokens};
@@ -21,7 +23,11 @@ impl App {
     /// they may log in. Returns at once, before looking anything up.
     pub fn request_password_reset(&self, tenant: TenantRef, email: Email, client: ClientInfo) {
         let app = self.clone();
+        // After a random pause, so that the work for an existing user (a token, a message) does
+        // not fall on this answer or on the caller's next call more than on anyone else's.
+        let pause = Duration::from_millis(rand::Rng::random_range(&mut rand::rng(), 5..=50));
         tokio::spawn(async move {
+            tokio::time::sleep(pause).await;
             if let Err(err) = app.send_password_reset(&tenant, &email, &client).await {
                 tracing::warn!(error = %err, "password reset request failed");
             }
