@@ -16,7 +16,8 @@ use crate::{
         AutoDial, DialerProfile, Email, Error, Extension, Language, MatchMode, PbxExtension,
         PersonName, PhoneNumber, ProfileSecrets, Result, Secret, SipSettings, SipUri, TeamId,
         TimeZone, UserCursor, UserFilter, UserId, UserOrder, UserPageRequest, UserStatus, Username,
-        Violations, bounded, limits, normalize_role_keys, parse_network,
+        Violations, bounded, caller_id_name, limits, normalize_role_keys, parse_network,
+        pbx_username,
     },
 };
 
@@ -57,17 +58,6 @@ fn auto_dial(field: &str, value: i32) -> Result<AutoDial> {
     }
 }
 
-fn caller_id_name(field: &str, text: &str) -> Result<Option<String>> {
-    let text = text.trim();
-    if text.chars().count() > 64 || text.chars().any(char::is_control) {
-        return Err(Error::invalid(
-            field,
-            "must be at most 64 printable characters",
-        ));
-    }
-    Ok((!text.is_empty()).then(|| text.to_owned()))
-}
-
 fn networks(field: &str, entries: &[String]) -> Result<Vec<ipnet::IpNet>> {
     bounded(field, entries, limits::NETWORKS)?;
     entries
@@ -91,13 +81,7 @@ fn sip(field: &str, settings: Option<&pb::SipSettings>) -> Result<(SipSettings, 
         )),
         Some(Sip::Webrtc(_)) => Ok((SipSettings::WebRtc, None)),
         Some(Sip::Pbx(pbx)) => {
-            let username = pbx.username.trim();
-            if username.len() > 128 {
-                return Err(Error::invalid(
-                    format!("{field}.pbx.username"),
-                    "must be at most 128 characters",
-                ));
-            }
+            let username = pbx_username(&format!("{field}.pbx.username"), &pbx.username)?;
             let extension = match &pbx.extension {
                 None => None,
                 Some(PbxExt::Number(number)) => Some(PbxExtension::Number(Extension::parse(
@@ -108,7 +92,7 @@ fn sip(field: &str, settings: Option<&pb::SipSettings>) -> Result<(SipSettings, 
                 Some(PbxExt::Dynamic(false)) => None,
             };
             let settings = SipSettings::Pbx {
-                username: (!username.is_empty()).then(|| username.to_owned()),
+                username,
                 extension,
             };
             Ok((settings, secret(&pbx.password)))
@@ -858,5 +842,84 @@ impl pb::user_service_server::UserService for UserApi {
                 .collect(),
             dry_run: request.dry_run,
         }))
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            "[a-z_.]{1,30}",
+            "[A-Za-z0-9_-]{0,120}",
+            "\\PC{0,60}",
+            any::<String>(),
+        ]
+    }
+
+    fn clients_error<T>(result: Result<T>) -> bool {
+        matches!(result, Ok(_) | Err(Error::InvalidArgument(_)))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn a_listing_request_is_a_page_or_the_clients_error(
+            query in text(),
+            match_mode in any::<i32>(),
+            statuses in prop::collection::vec(any::<i32>(), 0..12),
+            roles in prop::collection::vec(text(), 0..5),
+            team_ids in prop::collection::vec(text(), 0..3),
+            tags in prop::collection::vec(text(), 0..3),
+            page_size in any::<i32>(),
+            page_token in text(),
+            order_by in any::<i32>(),
+        ) {
+            let request = pb::ListUsersRequest {
+                filter: Some(pb::UserFilter {
+                    query,
+                    match_mode,
+                    statuses,
+                    roles,
+                    team_ids,
+                    tags,
+                }),
+                page_size,
+                page_token,
+                order_by,
+                ..Default::default()
+            };
+            prop_assert!(clients_error(page_request(request)));
+        }
+
+        #[test]
+        fn a_field_mask_is_a_patch_or_the_clients_error(
+            paths in prop::collection::vec(text(), 0..6),
+            email in text(),
+            timezone in text(),
+            networks in prop::collection::vec(text(), 0..3),
+        ) {
+            let user = pb::User {
+                email,
+                dialer_profile: Some(pb::DialerProfile {
+                    timezone,
+                    allowed_networks: networks,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let mask = prost_types::FieldMask { paths };
+            prop_assert!(clients_error(patch(Some(user), Some(mask))));
+        }
+
+        #[test]
+        fn a_page_token_of_another_listing_or_made_up_is_refused(token in text()) {
+            prop_assert!(clients_error(super::super::cursor::decode("page_token", "sessions", &token)));
+        }
     }
 }

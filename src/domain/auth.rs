@@ -127,7 +127,7 @@ impl App {
     pub async fn sign_up(&self, request: SignUp, client: &ClientInfo) -> Result<SignedUp> {
         let password_hash = self.passwords.hash(request.password.expose()).await?;
         let now = self.clock.now();
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         let base = slug_from_name(request.account_name.as_str());
         let mut slug = base.clone();
         for _ in 0..8 {
@@ -201,8 +201,7 @@ impl App {
             .with_details(json!({ "tenant_slug": tenant.slug })),
         )
         .await?;
-        self.store.commit(tx).await?;
-        self.mail_queued();
+        self.commit(tx).await?;
         tracing::info!(tenant_id = %tenant.id, user_id = %user.id, "account signed up");
         Ok(SignedUp { tenant, user })
     }
@@ -211,7 +210,7 @@ impl App {
     /// ones, and queues its email when `send_mail`. Returns the token.
     pub(crate) async fn issue_activation(
         &self,
-        tx: &store::Tx,
+        tx: &super::change::Change,
         tenant: &Tenant,
         user: &User,
         purpose: &'static str,
@@ -291,7 +290,7 @@ impl App {
                 ));
             }
         };
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         if !store::tokens::mark_used(&tx, found.id, now).await? {
             return Err(invalid());
         }
@@ -321,9 +320,8 @@ impl App {
             ),
         )
         .await?;
-        self.store
-            .commit_touching(tx, Touched::Users(found.tenant_id, vec![found.user_id]))
-            .await?;
+        tx.touching(Touched::Users(found.tenant_id, vec![found.user_id]));
+        self.commit(tx).await?;
         store::users::get(self.store.db(), found.tenant_id, found.user_id)
             .await?
             .ok_or(Error::NotFound("user"))
@@ -444,7 +442,7 @@ impl App {
                 self.issue_challenge(&user).await?,
             ));
         }
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         if let Some(hash) = &rehash {
             store::users::set_password_hash(
                 &tx,
@@ -468,9 +466,8 @@ impl App {
                 .with_details(json!({ "session_id": tokens.session_id.to_string() })),
         )
         .await?;
-        self.store
-            .commit_touching(tx, Touched::Users(user.tenant_id, vec![user.id]))
-            .await?;
+        tx.touching(Touched::Users(user.tenant_id, vec![user.id]));
+        self.commit(tx).await?;
         Ok(LoginOutcome::Session(SessionTokens {
             user: User {
                 last_login_at: Some(now),
@@ -482,7 +479,7 @@ impl App {
 
     pub(crate) async fn open_session(
         &self,
-        tx: &store::Tx,
+        tx: &super::change::Change,
         user: &User,
         generation: i64,
         two_factor_enrollment_required: bool,
@@ -561,7 +558,7 @@ impl App {
             return Err(ip_not_allowed());
         }
         let new_token = self.tokens.refresh_token(session_id);
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         if !store::sessions::rotate(
             &tx,
             session_id,
@@ -589,9 +586,8 @@ impl App {
             .with_details(json!({ "session_id": session_id.to_string() })),
         )
         .await?;
-        self.store
-            .commit_touching(tx, Touched::Users(user.tenant_id, vec![user.id]))
-            .await?;
+        tx.touching(Touched::Users(user.tenant_id, vec![user.id]));
+        self.commit(tx).await?;
         let grant = self.grant(&user, session_id, generation).await?;
         let (access_token, access_token_expires_at) = self.tokens.issue(&grant, now);
         Ok(SessionTokens {
@@ -611,7 +607,7 @@ impl App {
         client: &ClientInfo,
     ) -> Result<()> {
         let now = self.clock.now();
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         store::sessions::revoke(
             &tx,
             session.tenant_id,
@@ -632,12 +628,9 @@ impl App {
             .with_details(json!({ "session_id": session.id.to_string() })),
         )
         .await?;
-        self.commit_revoking(
-            tx,
-            Touched::Users(session.tenant_id, vec![session.user_id]),
-            vec![RevocationEvent::Sessions(vec![session.id], now)],
-        )
-        .await?;
+        tx.touching(Touched::Users(session.tenant_id, vec![session.user_id]));
+        tx.revoke(RevocationEvent::Sessions(vec![session.id], now));
+        self.commit(tx).await?;
         tracing::warn!(tenant_id = %session.tenant_id, session_id = %session.id, "refresh token reused; session ended");
         Ok(())
     }
@@ -646,7 +639,7 @@ impl App {
     pub async fn logout(&self, principal: &Principal, client: &ClientInfo) -> Result<()> {
         authorize(principal, Action::EndOwnSession)?;
         let now = self.clock.now();
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         store::sessions::revoke(
             &tx,
             principal.tenant_id,
@@ -667,12 +660,9 @@ impl App {
             .with_details(json!({ "session_id": principal.session_id.to_string() })),
         )
         .await?;
-        self.commit_revoking(
-            tx,
-            Touched::Users(principal.tenant_id, vec![principal.user_id]),
-            vec![RevocationEvent::Sessions(vec![principal.session_id], now)],
-        )
-        .await?;
+        tx.touching(Touched::Users(principal.tenant_id, vec![principal.user_id]));
+        tx.revoke(RevocationEvent::Sessions(vec![principal.session_id], now));
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -737,7 +727,7 @@ impl App {
         }
         let hash = self.passwords.hash(new_password.expose()).await?;
         let now = self.clock.now();
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         store::users::set_password_hash(
             &tx,
             principal.tenant_id,
@@ -769,8 +759,10 @@ impl App {
         )
         .await?;
         let revoked = vec![RevocationEvent::Sessions(ended, now)];
-        self.commit_revoking(tx, Touched::Everything, revoked)
-            .await?;
+        for event in revoked {
+            tx.revoke(event);
+        }
+        self.commit(tx).await?;
         let credentials =
             store::users::get_credentials(self.store.db(), principal.tenant_id, principal.user_id)
                 .await?

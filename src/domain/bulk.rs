@@ -228,7 +228,7 @@ impl App {
         }
 
         let now = self.clock.now();
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         let mut revoked = Vec::new();
         match &request.action {
             BulkAction::Activate => {
@@ -324,8 +324,8 @@ impl App {
             },
         )
         .await?;
-        self.commit_revoking(tx, store::Touched::Everything, self.users_revoked(revoked))
-            .await?;
+        tx.revoke_users(revoked, self.clock.now());
+        self.commit(tx).await?;
         if matches!(
             request.action,
             BulkAction::AssignRoles(_) | BulkAction::UnassignRoles(_)

@@ -18,7 +18,7 @@ impl App {
     /// confirmation links of the user stop working.
     pub(crate) async fn issue_email_confirmation(
         &self,
-        tx: &store::Tx,
+        tx: &super::change::Change,
         tenant: &Tenant,
         user: &User,
     ) -> Result<()> {
@@ -64,7 +64,7 @@ impl App {
                 "the confirmation link has expired; change the address again",
             ));
         }
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         let user = store::users::get_for_update(&tx, found.tenant_id, found.user_id)
             .await?
             .ok_or_else(invalid)?
@@ -89,9 +89,8 @@ impl App {
             })),
         )
         .await?;
-        self.store
-            .commit_touching(tx, Touched::Users(user.tenant_id, vec![user.id]))
-            .await?;
+        tx.touching(Touched::Users(user.tenant_id, vec![user.id]));
+        self.commit(tx).await?;
         Ok(confirmed)
     }
 }

@@ -144,7 +144,7 @@ impl App {
         let lockout = store::lockouts::get(self.store.db(), user.tenant_id, user.id).await?;
         match lockout.locked_until {
             Some(until) if until <= now => {
-                let tx = self.store.begin().await?;
+                let tx = self.change().await?;
                 store::users::set_status(&tx, user.tenant_id, &[user.id], UserStatus::Active, now)
                     .await?;
                 store::lockouts::clear(&tx, user.tenant_id, user.id).await?;
@@ -160,7 +160,7 @@ impl App {
                     .with_details(json!({ "reason": "cooldown" })),
                 )
                 .await?;
-                self.store.commit(tx).await?;
+                self.commit(tx).await?;
                 Ok(false)
             }
             _ => Ok(true),
@@ -186,7 +186,7 @@ impl App {
             return Ok(false);
         }
         let until = now + self.policies.lockout_cooldown;
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         store::users::set_status(&tx, user.tenant_id, &[user.id], UserStatus::Locked, now).await?;
         store::lockouts::lock(&tx, user.tenant_id, user.id, until).await?;
         self.record(
@@ -195,7 +195,7 @@ impl App {
                 .with_details(json!({ "failed_attempts": failures, "locked_until": until })),
         )
         .await?;
-        self.store.commit(tx).await?;
+        self.commit(tx).await?;
         tracing::warn!(tenant_id = %user.tenant_id, user_id = %user.id, failures, "user locked after failed attempts");
         Ok(true)
     }
@@ -226,7 +226,7 @@ impl App {
             ));
         }
         let now = self.clock.now();
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         store::users::set_status(
             &tx,
             principal.tenant_id,
@@ -247,7 +247,7 @@ impl App {
             ),
         )
         .await?;
-        self.store.commit(tx).await?;
+        self.commit(tx).await?;
         self.target(principal.tenant_id, user_id).await
     }
 }

@@ -1,10 +1,12 @@
-//! Rules and use cases. Each use case takes the caller's identity first, checks authorization,
-//! then runs its change in one transaction together with the activity record.
+//! Rules and use cases. Each use case takes the caller's identity first, checks authorization
+//! ([`policy`]), then runs its change as one unit of work ([`change::Change`]): one transaction
+//! with its activity record, whose commit runs every after-commit step.
 
 pub mod activity;
 pub mod auth;
 pub mod bulk;
 pub mod cache;
+pub mod change;
 pub mod email;
 pub mod import;
 pub mod lockout;
@@ -72,56 +74,24 @@ pub struct App {
 }
 
 impl App {
-    /// Queues `mail` inside `tx`; call [`App::mail_queued`] after the commit.
+    /// Queues `mail` in `change`, whose commit wakes the sender.
     async fn queue_mail(
         &self,
-        tx: &store::Tx,
+        change: &change::Change,
         tenant: Option<crate::model::TenantId>,
         mail: &Mail,
     ) -> Result<()> {
         store::outbox::enqueue(
-            tx,
+            change,
             tenant,
             &mail.to,
             &mail.subject,
             &mail.body,
             self.clock.now(),
         )
-        .await
-    }
-
-    /// Commits `tx`, which made `revoked`: on PostgreSQL the revocations are NOTIFYed inside it,
-    /// so that the other replicas hear of them exactly at commit (a commit is never left
-    /// unannounced by a replica that dies right after it); then this replica applies them.
-    pub(crate) async fn commit_revoking(
-        &self,
-        tx: store::Tx,
-        touched: store::Touched,
-        revoked: Vec<tokens::RevocationEvent>,
-    ) -> Result<()> {
-        let revocations = self.tokens.revocations();
-        if let Some(origin) = revocations.origin() {
-            let payloads: Vec<String> = revoked
-                .iter()
-                .flat_map(|event| replication::encode(origin, event))
-                .collect();
-            if !payloads.is_empty() {
-                store::notify::notify_all(&tx, store::notify::REVOCATION_CHANNEL, payloads).await?;
-            }
-        }
-        self.store.commit_touching(tx, touched).await?;
-        for event in revoked {
-            revocations.apply(event);
-        }
+        .await?;
+        change.mailed();
         Ok(())
-    }
-
-    fn mail_queued(&self) {
-        self.mail_wake.notify_one();
-    }
-
-    fn invitations_queued(&self) {
-        self.invitation_wake.notify_one();
     }
 
     /// Writes an activity record inside `db`'s transaction.

@@ -12,7 +12,6 @@ use crate::{
         ClientInfo, Email, Error, Login, NewActivity, Password, Result, TenantRef, UserStatus,
     },
     store,
-    store::Touched,
 };
 
 /// Purpose of the mailed-token table rows that reset passwords.
@@ -61,7 +60,7 @@ impl App {
         let now = self.clock.now();
         let token = tokens::random_secret();
         let ttl = self.policies.password_reset_ttl;
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         store::tokens::retire(&tx, tenant.id, user.id, &[PURPOSE_PASSWORD_RESET], now).await?;
         store::tokens::insert(
             &tx,
@@ -92,8 +91,7 @@ impl App {
             ),
         )
         .await?;
-        self.store.commit(tx).await?;
-        self.mail_queued();
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -131,7 +129,7 @@ impl App {
             return Err(invalid());
         }
         let hash = self.passwords.hash(new_password.expose()).await?;
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         if !store::tokens::mark_used(&tx, found.id, now).await? {
             return Err(invalid());
         }
@@ -156,8 +154,8 @@ impl App {
             .with_details(json!({ "unlocked": user.status == UserStatus::Locked })),
         )
         .await?;
-        self.commit_revoking(tx, Touched::Everything, self.users_revoked(revoked))
-            .await?;
+        tx.revoke_users(revoked, self.clock.now());
+        self.commit(tx).await?;
         Ok(())
     }
 }

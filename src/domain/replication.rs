@@ -2,7 +2,7 @@
 //! live feed.
 //!
 //! - PostgreSQL: revocations are NOTIFYed on `roster_revocations` inside the transaction that
-//!   makes them ([`App::commit_revoking`]), so they are delivered exactly at its commit, even when
+//!   makes them ([`App::commit`]), so they are delivered exactly at its commit, even when
 //!   the replica dies a moment later; role grants right after their commit; activity records are NOTIFYed on `roster_activity` inside their own transaction (so
 //!   at commit). Every replica LISTENs on a dedicated connection and applies what it hears within
 //!   milliseconds. After a lost connection it catches up on revocations from the tables, and it

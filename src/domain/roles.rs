@@ -235,11 +235,11 @@ impl App {
         policy::authorize(principal, Action::ManageRoles)?;
         check_custom_role(principal, &role)?;
         let now = self.clock.now();
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         store::roles::insert(&tx, principal.tenant_id, &role, now).await?;
         self.record(&tx, role_activity(principal, "role.created", &role, client))
             .await?;
-        self.store.commit(tx).await?;
+        self.commit(tx).await?;
         Ok(role)
     }
 
@@ -264,7 +264,7 @@ impl App {
         };
         check_custom_role(principal, &role)?;
         let now = self.clock.now();
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         store::roles::update(&tx, principal.tenant_id, &role, now).await?;
         let holders =
             store::users::holders_of_any(&tx, principal.tenant_id, std::slice::from_ref(&role.key))
@@ -272,7 +272,7 @@ impl App {
         store::users::mark_roles_changed(&tx, principal.tenant_id, &holders, now).await?;
         self.record(&tx, role_activity(principal, "role.updated", &role, client))
             .await?;
-        self.store.commit(tx).await?;
+        self.commit(tx).await?;
         self.regrant(principal.tenant_id, &holders).await?;
         Ok(role)
     }
@@ -293,7 +293,7 @@ impl App {
             ));
         }
         let now = self.clock.now();
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         let holders =
             store::users::holders_of_any(&tx, principal.tenant_id, &[key.to_owned()]).await?;
         store::users::unassign_role_everywhere(&tx, principal.tenant_id, key).await?;
@@ -304,7 +304,7 @@ impl App {
             role_activity(principal, "role.deleted", &current, client),
         )
         .await?;
-        self.store.commit(tx).await?;
+        self.commit(tx).await?;
         self.regrant(principal.tenant_id, &holders).await
     }
 
@@ -416,7 +416,7 @@ impl App {
         let removed: Vec<String> = before.difference(&after).map(|r| (*r).clone()).collect();
         self.authorize_roles(principal, &added, &removed).await?;
         let now = self.clock.now();
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         // The user as the change found them: gone is NOT_FOUND, and roles changed meanwhile
         // by another call make this one retryable, since it was judged on the old ones.
         let current = self
@@ -447,7 +447,7 @@ impl App {
             .with_details(json!({ "added": added, "removed": removed })),
         )
         .await?;
-        self.store.commit(tx).await?;
+        self.commit(tx).await?;
         self.regrant(principal.tenant_id, &[target.id]).await?;
         self.target(principal.tenant_id, target.id).await
     }

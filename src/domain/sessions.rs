@@ -110,7 +110,7 @@ impl App {
                 "the session has already ended",
             ));
         }
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         if !store::sessions::revoke(&tx, principal.tenant_id, session_id, "revoked", now).await? {
             return Err(Error::precondition(
                 "SESSION_ALREADY_ENDED",
@@ -129,12 +129,9 @@ impl App {
             .with_details(json!({ "session_id": session_id.to_string() })),
         )
         .await?;
-        self.commit_revoking(
-            tx,
-            store::Touched::Everything,
-            vec![RevocationEvent::Sessions(vec![session_id], now)],
-        )
-        .await?;
+        tx.touching(store::Touched::Everything);
+        tx.revoke(RevocationEvent::Sessions(vec![session_id], now));
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -246,18 +243,15 @@ impl App {
         record: NewActivity,
     ) -> Result<u64> {
         let now = self.clock.now();
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         let ended =
             store::sessions::revoke_many(&tx, principal.tenant_id, sessions, "revoked", now)
                 .await?;
         self.record(&tx, record.with_details(json!({ "sessions_ended": ended })))
             .await?;
-        self.commit_revoking(
-            tx,
-            store::Touched::Everything,
-            vec![RevocationEvent::Sessions(sessions.to_vec(), now)],
-        )
-        .await?;
+        tx.touching(store::Touched::Everything);
+        tx.revoke(RevocationEvent::Sessions(sessions.to_vec(), now));
+        self.commit(tx).await?;
         Ok(ended)
     }
 }

@@ -124,7 +124,7 @@ impl App {
             created_at: now,
             updated_at: now,
         };
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         store::teams::insert(&tx, &team)
             .await
             .map_err(|err| match err {
@@ -144,7 +144,7 @@ impl App {
             ),
         )
         .await?;
-        self.store.commit(tx).await?;
+        self.commit(tx).await?;
         Ok(team)
     }
 
@@ -200,7 +200,7 @@ impl App {
             team.space_id = space;
         }
         team.updated_at = self.clock.now();
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         store::teams::update(&tx, &team)
             .await
             .map_err(|err| match err {
@@ -220,7 +220,7 @@ impl App {
             ),
         )
         .await?;
-        self.store.commit(tx).await?;
+        self.commit(tx).await?;
         self.team(principal, id).await
     }
 
@@ -233,7 +233,7 @@ impl App {
     ) -> Result<()> {
         policy::authorize(principal, Action::ManageTeams)?;
         let team = self.team(principal, id).await?;
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         store::teams::delete(&tx, principal.tenant_id, id).await?;
         self.record(
             &tx,
@@ -246,7 +246,7 @@ impl App {
             ),
         )
         .await?;
-        self.store.commit(tx).await
+        self.commit(tx).await
     }
 
     /// Adds users to a team with a role; users of other accounts are NOT_FOUND skips.
@@ -272,7 +272,7 @@ impl App {
             }
         }
         if !adding.is_empty() {
-            let tx = self.store.begin().await?;
+            let tx = self.change().await?;
             store::teams::add_members(
                 &tx,
                 principal.tenant_id,
@@ -293,7 +293,7 @@ impl App {
                 ),
             )
             .await?;
-            self.store.commit(tx).await?;
+            self.commit(tx).await?;
         }
         Ok(Added {
             added: adding.len() as u64,
@@ -339,7 +339,7 @@ impl App {
     ) -> Result<u64> {
         policy::authorize(principal, Action::ManageTeams)?;
         self.team(principal, id).await?;
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         let removed = store::teams::remove_members(&tx, principal.tenant_id, id, users).await?;
         self.record(
             &tx,
@@ -352,7 +352,7 @@ impl App {
             ),
         )
         .await?;
-        self.store.commit(tx).await?;
+        self.commit(tx).await?;
         Ok(removed)
     }
 
@@ -402,7 +402,7 @@ impl App {
     ) -> Result<crate::model::Membership> {
         policy::authorize(principal, Action::ManageTeams)?;
         self.team(principal, id).await?;
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         if !store::teams::set_member_role(&tx, principal.tenant_id, id, user, role).await? {
             return Err(Error::NotFound("team member"));
         }
@@ -417,7 +417,7 @@ impl App {
             ),
         )
         .await?;
-        self.store.commit(tx).await?;
+        self.commit(tx).await?;
         // The membership as stored: it keeps the instant the user joined.
         store::teams::memberships_of(self.store.db(), principal.tenant_id, &[user.0])
             .await?

@@ -33,7 +33,6 @@ use crate::{
         ClientInfo, Error, NewActivity, Principal, Result, TenantId, User, UserId, UserStatus,
     },
     store,
-    store::Touched,
 };
 
 /// Digits of a code.
@@ -402,7 +401,7 @@ impl App {
         };
         let codes = new_backup_codes();
         let hashes = self.hash_backup_codes(user.tenant_id, user.id, &codes);
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         if !store::two_factor::confirm(&tx, user.tenant_id, user.id, step, now).await? {
             return Err(Error::precondition(
                 "TWO_FACTOR_ALREADY_ENABLED",
@@ -421,7 +420,7 @@ impl App {
             ),
         )
         .await?;
-        self.store.commit(tx).await?;
+        self.commit(tx).await?;
         let (access_token, access_token_expires_at) = self.reissue(principal).await?;
         Ok(Confirmed {
             backup_codes: codes,
@@ -468,7 +467,7 @@ impl App {
             ));
         }
         let factor = self.require_own_code(&user, code, client).await?;
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         store::two_factor::remove(&tx, user.tenant_id, user.id).await?;
         self.record(
             &tx,
@@ -482,7 +481,7 @@ impl App {
             .with_details(json!({ "confirmed_with": factor.as_str() })),
         )
         .await?;
-        self.store.commit(tx).await
+        self.commit(tx).await
     }
 
     /// Replaces the caller's backup codes, with a current code.
@@ -503,7 +502,7 @@ impl App {
         self.require_own_code(&user, code, client).await?;
         let codes = new_backup_codes();
         let hashes = self.hash_backup_codes(user.tenant_id, user.id, &codes);
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         store::two_factor::replace_backup_codes(
             &tx,
             user.tenant_id,
@@ -523,7 +522,7 @@ impl App {
             ),
         )
         .await?;
-        self.store.commit(tx).await?;
+        self.commit(tx).await?;
         Ok(codes)
     }
 
@@ -589,7 +588,7 @@ impl App {
             now,
         )
         .await?;
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         store::two_factor::remove(&tx, target.tenant_id, target.id).await?;
         let revoked = self
             .end_all_sessions(&tx, target.tenant_id, &[target.id], "two_factor_reset")
@@ -606,8 +605,8 @@ impl App {
             .with_details(json!({ "sessions_ended": sessions.len() })),
         )
         .await?;
-        self.commit_revoking(tx, Touched::Everything, self.users_revoked(revoked))
-            .await?;
+        tx.revoke_users(revoked, self.clock.now());
+        self.commit(tx).await?;
         Ok(sessions.len() as u64)
     }
 
@@ -626,7 +625,7 @@ impl App {
         client: &ClientInfo,
     ) -> Result<bool> {
         authorize(principal, Action::ChangeSecuritySettings)?;
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         store::tenants::set_requires_two_factor(&tx, principal.tenant_id, required).await?;
         self.record(
             &tx,
@@ -641,7 +640,7 @@ impl App {
             },
         )
         .await?;
-        self.store.commit(tx).await?;
+        self.commit(tx).await?;
         Ok(required)
     }
 
@@ -717,7 +716,7 @@ impl App {
             status: UserStatus::Active,
             ..user
         };
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         if !store::tokens::mark_used(&tx, found.id, now).await? {
             return Err(invalid_challenge());
         }
@@ -735,7 +734,7 @@ impl App {
                 })),
         )
         .await?;
-        self.store.commit(tx).await?;
+        self.commit(tx).await?;
         self.clear_failures(&user).await?;
         Ok(SessionTokens {
             user: User {

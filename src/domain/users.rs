@@ -163,7 +163,7 @@ impl App {
     /// that a check and the change it allows see the same user; NOT_FOUND when gone.
     pub(crate) async fn locked_target(
         &self,
-        tx: &store::Tx,
+        tx: &super::change::Change,
         tenant_id: TenantId,
         user_id: UserId,
     ) -> Result<User> {
@@ -177,7 +177,7 @@ impl App {
     /// list, on the next call).
     pub(crate) async fn end_all_sessions(
         &self,
-        tx: &store::Tx,
+        tx: &super::change::Change,
         tenant_id: TenantId,
         users: &[UserId],
         reason: &str,
@@ -185,20 +185,6 @@ impl App {
         let now = self.clock.now();
         store::sessions::revoke_for_users(tx, tenant_id, users, reason, now).await?;
         store::users::bump_token_generation(tx, tenant_id, users, now).await
-    }
-
-    /// The revocation of users' raised token generations, for [`App::commit_revoking`].
-    pub(crate) fn users_revoked(
-        &self,
-        revoked: Vec<(UserId, i64)>,
-    ) -> Vec<super::tokens::RevocationEvent> {
-        if revoked.is_empty() {
-            return Vec::new();
-        }
-        vec![super::tokens::RevocationEvent::Users(
-            revoked,
-            self.clock.now(),
-        )]
     }
 
     /// Creates a user and mails their activation (with a password) or invitation (without).
@@ -283,7 +269,7 @@ impl App {
         } else {
             PURPOSE_INVITATION
         };
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         store::users::insert(
             &tx,
             &NewUser {
@@ -314,10 +300,8 @@ impl App {
             .with_details(json!({ "roles": user.roles, "invited": purpose == PURPOSE_INVITATION })),
         )
         .await?;
-        self.store
-            .commit_touching(tx, Touched::Users(user.tenant_id, vec![user.id]))
-            .await?;
-        self.mail_queued();
+        tx.touching(Touched::Users(user.tenant_id, vec![user.id]));
+        self.commit(tx).await?;
         Ok((user, request.return_activation_token.then_some(token)))
     }
 
@@ -368,7 +352,7 @@ impl App {
         patch: UserPatch,
         client: &ClientInfo,
     ) -> Result<User> {
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         let target = self
             .locked_target(&tx, principal.tenant_id, user_id)
             .await?;
@@ -515,11 +499,8 @@ impl App {
             .with_details(json!({ "fields": patch.paths })),
         )
         .await?;
-        self.commit_revoking(tx, Touched::Everything, self.users_revoked(acl_revoked))
-            .await?;
-        if email_change.is_some() {
-            self.mail_queued();
-        }
+        tx.revoke_users(acl_revoked, self.clock.now());
+        self.commit(tx).await?;
         if roles_changed {
             // The new permissions replace the ones inside the user's tokens on their next call.
             self.regrant(principal.tenant_id, &[user_id]).await?;
@@ -533,7 +514,7 @@ impl App {
     /// address to confirm it; an admin's change leaves the new address unconfirmed until it does.
     async fn change_email(
         &self,
-        tx: &store::Tx,
+        tx: &super::change::Change,
         target: &User,
         email: &Email,
         self_service: bool,
@@ -589,7 +570,7 @@ impl App {
         user_id: UserId,
         client: &ClientInfo,
     ) -> Result<()> {
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         store::users::lock_for_deletion(&tx, principal.tenant_id).await?;
         let target = self
             .locked_target(&tx, principal.tenant_id, user_id)
@@ -600,12 +581,8 @@ impl App {
         if store::users::delete(&tx, principal.tenant_id, &[user_id]).await? == 0 {
             return Err(Error::NotFound("user"));
         }
-        self.commit_revoking(
-            tx,
-            Touched::Everything,
-            self.users_revoked(vec![(user_id, i64::MAX)]),
-        )
-        .await?;
+        tx.revoke_users(vec![(user_id, i64::MAX)], self.clock.now());
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -616,7 +593,7 @@ impl App {
         user_id: UserId,
         client: &ClientInfo,
     ) -> Result<User> {
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         let target = self
             .locked_target(&tx, principal.tenant_id, user_id)
             .await?;
@@ -650,8 +627,8 @@ impl App {
             ),
         )
         .await?;
-        self.commit_revoking(tx, Touched::Everything, self.users_revoked(revoked))
-            .await?;
+        tx.revoke_users(revoked, self.clock.now());
+        self.commit(tx).await?;
         self.target(principal.tenant_id, user_id).await
     }
 
@@ -663,7 +640,7 @@ impl App {
         user_id: UserId,
         client: &ClientInfo,
     ) -> Result<User> {
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         let target = self
             .locked_target(&tx, principal.tenant_id, user_id)
             .await?;
@@ -686,7 +663,7 @@ impl App {
             ),
         )
         .await?;
-        self.store.commit(tx).await?;
+        self.commit(tx).await?;
         self.target(principal.tenant_id, user_id).await
     }
 
@@ -701,7 +678,7 @@ impl App {
         let tenant = store::tenants::get(self.store.db(), principal.tenant_id)
             .await?
             .ok_or(Error::NotFound("account"))?;
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         let credentials = store::users::get_for_update(&tx, principal.tenant_id, user_id)
             .await?
             .ok_or(Error::NotFound("user"))?;
@@ -732,8 +709,7 @@ impl App {
             ),
         )
         .await?;
-        self.store.commit(tx).await?;
-        self.mail_queued();
+        self.commit(tx).await?;
         Ok(return_token.then_some(token))
     }
 
@@ -759,7 +735,7 @@ impl App {
         let temporary = temporary_password();
         let hash = self.passwords.hash(&temporary).await?;
         let now = self.clock.now();
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         let target = store::users::get_for_update(&tx, principal.tenant_id, user_id)
             .await?
             .ok_or(Error::NotFound("user"))?;
@@ -803,8 +779,8 @@ impl App {
             .with_details(json!({ "require_change": require_change })),
         )
         .await?;
-        self.commit_revoking(tx, Touched::Everything, self.users_revoked(revoked))
-            .await?;
+        tx.revoke_users(revoked, self.clock.now());
+        self.commit(tx).await?;
         Ok(temporary)
     }
 
@@ -825,7 +801,7 @@ impl App {
                 .await?;
         }
         let now = self.clock.now();
-        let tx = self.store.begin().await?;
+        let tx = self.change().await?;
         // The conditional write decides between concurrent transfers: one finds the caller still
         // the owner, the others do not.
         if !store::tenants::set_owner(&tx, principal.tenant_id, Some(principal.user_id), new_owner)
@@ -893,8 +869,8 @@ impl App {
             })),
         )
         .await?;
-        self.commit_revoking(tx, Touched::Everything, self.users_revoked(revoked))
-            .await?;
+        tx.revoke_users(revoked, self.clock.now());
+        self.commit(tx).await?;
         // Earlier role changes left current grants behind: replace them with the new ownership.
         let mut regranted = vec![new_owner];
         if matches!(former_owner, FormerOwner::Roles(_)) {

@@ -21,7 +21,7 @@ pub use ids::{SessionId, TenantId, UserId};
 pub use principal::Principal;
 pub use profile::{
     AutoDial, DialerProfile, Extension, Language, PbxExtension, PhoneNumber, ProfileSecrets,
-    SealedSecrets, SipSettings, SipUri, TimeZone, parse_network,
+    SealedSecrets, SipSettings, SipUri, TimeZone, caller_id_name, parse_network, pbx_username,
 };
 pub use roles::{
     ADMIN_GRADE_PERMISSIONS, ALL_PERMISSIONS, BuiltinRole, Permission, PermissionKey, RoleDef,
@@ -33,3 +33,6 @@ pub use team::{Membership, Team, TeamId, TeamKind, TeamRole};
 pub use tenant::{Tenant, TenantRef, slug_from_name};
 pub use user::{MatchMode, User, UserCursor, UserFilter, UserOrder, UserPageRequest, UserStatus};
 pub use values::{AccountName, Email, Login, Password, PersonName, Username};
+
+#[cfg(test)]
+mod proptests;

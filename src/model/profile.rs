@@ -130,6 +130,31 @@ impl SipUri {
     }
 }
 
+/// The caller-ID name shown to called parties: at most 64 printable characters, trimmed; empty
+/// is none. The API and the CSV import both check it here.
+pub fn caller_id_name(field: &str, text: &str) -> Result<Option<String>> {
+    let text = text.trim();
+    if text.chars().count() > 64 || text.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            field,
+            "must be at most 64 printable characters",
+        ));
+    }
+    Ok((!text.is_empty()).then(|| text.to_owned()))
+}
+
+/// The username of a PBX account: at most 128 printable characters, trimmed; empty is none.
+pub fn pbx_username(field: &str, text: &str) -> Result<Option<String>> {
+    let text = text.trim();
+    if text.len() > 128 || text.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            field,
+            "must be at most 128 printable characters",
+        ));
+    }
+    Ok((!text.is_empty()).then(|| text.to_owned()))
+}
+
 /// An extension or virtual extension: 1 to 10 digits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]

@@ -138,6 +138,7 @@ impl App {
         let mut primary = Written::default();
         let mut secondary = None;
         if first.is_some() && intake.may_write() {
+            // The import commits its transactions itself, as one (`commit_import`).
             let tx = self.store.begin().await?;
             if self.store.is_postgres() {
                 store::imports::lock_account(&tx, tenant_id).await?;
@@ -344,7 +345,7 @@ impl App {
         }
         let mut undone = 0;
         for tenant_id in store::imports::accounts_with_parts(self.store.db()).await? {
-            let tx = self.store.begin().await?;
+            let tx = self.change().await?;
             if !store::imports::try_lock_account(&tx, tenant_id).await? {
                 continue;
             }
@@ -353,7 +354,7 @@ impl App {
                 tracing::warn!(%tenant_id, import_id = %part.import_id, part = part.part, deleted, "an import stopped between its commits: the users of its second part were deleted");
                 undone += deleted;
             }
-            self.store.commit(tx).await?;
+            self.commit(tx).await?;
         }
         Ok(undone)
     }

@@ -1,0 +1,165 @@
+//! One use case's unit of work: its transaction, and what must follow the commit. A use case
+//! opens a [`Change`] with [`App::change`], writes through it (it is a connection like the
+//! transaction it holds), says what it revoked or touched and queues its mail on it, and
+//! [`App::commit`] runs every after-commit step in one place: the revocations announced inside
+//! the transaction and applied here, the caches told what moved, the mail sender and the
+//! invitation maker woken. A new RPC cannot forget one of them.
+
+use std::{
+    ops::Deref,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, ExecResult, QueryResult, Statement};
+
+use super::{App, replication, tokens::RevocationEvent};
+use crate::{
+    model::{Result, SessionId, UserId},
+    store::{self, Touched, Tx},
+};
+
+/// An open unit of work; dropped without [`App::commit`] it rolls back and nothing follows.
+pub struct Change {
+    tx: Tx,
+    /// What the change may have altered, for the caches (everything unless narrowed).
+    touched: Mutex<Touched>,
+    /// Revocations to announce inside the transaction and apply after it.
+    revoked: Mutex<Vec<RevocationEvent>>,
+    /// Mail was queued: wake the sender after the commit.
+    mail: AtomicBool,
+    /// An invitation batch was queued: wake its maker after the commit.
+    invitations: AtomicBool,
+}
+
+impl Change {
+    /// Narrows what the change touched (by default, everything).
+    pub fn touching(&self, touched: Touched) {
+        *self.touched.lock().unwrap_or_else(|e| e.into_inner()) = touched;
+    }
+
+    /// Records a revocation the change makes.
+    pub fn revoke(&self, event: RevocationEvent) {
+        let empty = match &event {
+            RevocationEvent::Sessions(sessions, _) => sessions.is_empty(),
+            RevocationEvent::Users(users, _) => users.is_empty(),
+            RevocationEvent::Grants(users, _) => users.is_empty(),
+        };
+        if !empty {
+            self.revoked
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(event);
+        }
+    }
+
+    /// Records that the change raised these users' token generations.
+    pub fn revoke_users(&self, users: Vec<(UserId, i64)>, at: chrono::DateTime<chrono::Utc>) {
+        self.revoke(RevocationEvent::Users(users, at));
+    }
+
+    /// Records that the change ended these sessions.
+    pub fn revoke_sessions(&self, sessions: Vec<SessionId>, at: chrono::DateTime<chrono::Utc>) {
+        self.revoke(RevocationEvent::Sessions(sessions, at));
+    }
+
+    /// Records that the change queued mail.
+    pub fn mailed(&self) {
+        self.mail.store(true, Ordering::Relaxed);
+    }
+
+    /// Records that the change queued an invitation batch.
+    pub fn invited(&self) {
+        self.invitations.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Deref for Change {
+    type Target = Tx;
+
+    fn deref(&self) -> &Tx {
+        &self.tx
+    }
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for Change {
+    fn get_database_backend(&self) -> DbBackend {
+        self.tx.get_database_backend()
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        self.tx.execute_raw(stmt).await
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        self.tx.execute_unprepared(sql).await
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        self.tx.query_one_raw(stmt).await
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        self.tx.query_all_raw(stmt).await
+    }
+
+    fn support_returning(&self) -> bool {
+        self.tx.support_returning()
+    }
+
+    fn is_mock_connection(&self) -> bool {
+        self.tx.is_mock_connection()
+    }
+}
+
+impl App {
+    /// Opens a unit of work.
+    pub(crate) async fn change(&self) -> Result<Change> {
+        Ok(Change {
+            tx: self.store.begin().await?,
+            touched: Mutex::new(Touched::Everything),
+            revoked: Mutex::new(Vec::new()),
+            mail: AtomicBool::new(false),
+            invitations: AtomicBool::new(false),
+        })
+    }
+
+    /// Commits `change` and runs what follows it. On PostgreSQL the revocations are NOTIFYed
+    /// inside the transaction, so that the other replicas hear of them exactly at commit (a
+    /// commit is never left unannounced by a replica that dies right after it).
+    pub(crate) async fn commit(&self, change: Change) -> Result<()> {
+        let Change {
+            tx,
+            touched,
+            revoked,
+            mail,
+            invitations,
+        } = change;
+        let revoked = revoked.into_inner().unwrap_or_else(|e| e.into_inner());
+        let revocations = self.tokens.revocations();
+        if let Some(origin) = revocations.origin() {
+            let payloads: Vec<String> = revoked
+                .iter()
+                .flat_map(|event| replication::encode(origin, event))
+                .collect();
+            if !payloads.is_empty() {
+                store::notify::notify_all(&tx, store::notify::REVOCATION_CHANNEL, payloads).await?;
+            }
+        }
+        let touched = touched.into_inner().unwrap_or_else(|e| e.into_inner());
+        self.store.commit_touching(tx, touched).await?;
+        for event in revoked {
+            revocations.apply(event);
+        }
+        if mail.into_inner() {
+            self.mail_wake.notify_one();
+        }
+        if invitations.into_inner() {
+            self.invitation_wake.notify_one();
+        }
+        Ok(())
+    }
+}
