@@ -185,22 +185,12 @@ impl App {
         let ends_access = matches!(request.action, BulkAction::Deactivate | BulkAction::Delete);
         let mut targets = Vec::with_capacity(ids.len());
         for id in ids {
-            let protection = if Some(id) == owner {
-                Some((
-                    "USER_IS_OWNER",
-                    "the account owner is not changed by mass actions",
-                ))
-            } else if ends_access && id == principal.user_id {
-                Some(("SELF", "you cannot delete or deactivate yourself"))
-            } else if admins.contains(&id) && id != principal.user_id {
-                // Other admins only: as in UpdateUser, an admin may change their own roles.
-                Some((
-                    "USER_IS_ADMIN",
-                    "admins cannot change other admins; ask the owner",
-                ))
-            } else {
-                None
+            let target = policy::MassTarget {
+                is_owner: Some(id) == owner,
+                is_admin: admins.contains(&id),
+                is_self: id == principal.user_id,
             };
+            let protection = policy::mass_action_protection(principal, target, ends_access);
             match protection {
                 Some((reason, message)) => skipped.push(Skipped {
                     user_id: id,

@@ -102,27 +102,20 @@ impl App {
         added: &[String],
         removed: &[String],
     ) -> Result<()> {
-        policy::authorize_role_change(principal, added, removed)?;
-        if principal.is_owner {
-            return Ok(());
-        }
-        let touched: Vec<String> = added.iter().chain(removed).cloned().collect();
-        let custom: Vec<String> = touched
+        // The fact the policy needs: whether a custom role touched carries admin permissions.
+        let custom: Vec<String> = added
             .iter()
+            .chain(removed)
             .filter(|key| builtin_role(key).is_none())
             .cloned()
             .collect();
-        let admin_grade = store::roles::find_many(self.store.db(), principal.tenant_id, &custom)
-            .await?
-            .iter()
-            .any(RoleDef::is_admin_grade);
-        if admin_grade {
-            return Err(Error::denied(
-                "ADMIN_ROLE_OWNER_ONLY",
-                "only the account owner grants or revokes roles with admin permissions",
-            ));
-        }
-        Ok(())
+        let admin_grade = !principal.is_owner
+            && !custom.is_empty()
+            && store::roles::find_many(self.store.db(), principal.tenant_id, &custom)
+                .await?
+                .iter()
+                .any(RoleDef::is_admin_grade);
+        policy::authorize_role_change(principal, added, removed, admin_grade)
     }
 
     /// The effective permissions of a holder of `roles` (unknown keys grant nothing).
@@ -252,11 +245,8 @@ impl App {
     ) -> Result<RoleDef> {
         policy::authorize(principal, Action::ManageRoles)?;
         let current = self.custom_role(principal.tenant_id, &role.key).await?;
-        if current.is_admin_grade() && !principal.is_owner {
-            return Err(Error::denied(
-                "ADMIN_ROLE_OWNER_ONLY",
-                "only the account owner changes roles with admin permissions",
-            ));
+        if current.is_admin_grade() {
+            policy::authorize_admin_grade_role(principal, "changes")?;
         }
         let role = RoleDef {
             scope: current.scope,
@@ -286,11 +276,8 @@ impl App {
     ) -> Result<()> {
         policy::authorize(principal, Action::ManageRoles)?;
         let current = self.custom_role(principal.tenant_id, key).await?;
-        if current.is_admin_grade() && !principal.is_owner {
-            return Err(Error::denied(
-                "ADMIN_ROLE_OWNER_ONLY",
-                "only the account owner deletes roles with admin permissions",
-            ));
+        if current.is_admin_grade() {
+            policy::authorize_admin_grade_role(principal, "deletes")?;
         }
         let now = self.clock.now();
         let tx = self.change().await?;
@@ -481,11 +468,8 @@ fn check_custom_role(principal: &Principal, role: &RoleDef) -> Result<()> {
             "roles.assign_admin and ownership.transfer belong to the owner alone",
         ));
     }
-    if role.is_admin_grade() && !principal.is_owner {
-        return Err(Error::denied(
-            "ADMIN_ROLE_OWNER_ONLY",
-            "only the account owner creates roles with admin permissions",
-        ));
+    if role.is_admin_grade() {
+        policy::authorize_admin_grade_role(principal, "creates")?;
     }
     Ok(())
 }

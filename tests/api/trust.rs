@@ -393,6 +393,127 @@ async fn of_concurrent_deactivations_one_succeeds_and_the_others_find_it_inactiv
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_concurrent_reactivations_activations_and_resets_one_succeeds_each() {
+    let app = spawn_app().await;
+    let acme = org(&app, "Acme", "ann@acme.test").await;
+
+    // Reactivation: one OK, the others find the user active already.
+    let bob = member(&app, &acme, "bob@acme.test", &["ORDERS"]).await;
+    deactivate(&app, acme.token(), &bob.user_id)
+        .await
+        .expect("deactivate");
+    let results = at_once(8, |_| {
+        let channel = app.channel.clone();
+        let token = acme.token().to_owned();
+        let target = bob.user_id.clone();
+        async move {
+            users_on(channel)
+                .reactivate_user(authed(
+                    pb::ReactivateUserRequest {
+                        user_id: target,
+                        ..Default::default()
+                    },
+                    &token,
+                ))
+                .await
+        }
+    })
+    .await;
+    let seen = codes(&results);
+    assert_eq!(
+        seen.iter().filter(|c| **c == Code::Ok).count(),
+        1,
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .all(|c| matches!(c, Code::Ok | Code::FailedPrecondition)),
+        "{seen:?}"
+    );
+    assert_eq!(
+        records_about(&app, &acme, "user.reactivated", &bob.user_id).await,
+        1
+    );
+
+    // Activation: one token, eight clicks, one activation.
+    let created = create(&app, acme.token(), new_user("pat@acme.test", &["ORDERS"]))
+        .await
+        .expect("create");
+    let pat = created.user.expect("user").id;
+    let results = at_once(8, |_| {
+        let auth = app.auth();
+        let token = created.activation_token.clone();
+        async move {
+            let mut auth = auth;
+            auth.activate_account(pb::ActivateAccountRequest {
+                token,
+                password: String::new(),
+            })
+            .await
+        }
+    })
+    .await;
+    let seen = codes(&results);
+    assert_eq!(
+        seen.iter().filter(|c| **c == Code::Ok).count(),
+        1,
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .all(|c| matches!(c, Code::Ok | Code::InvalidArgument)),
+        "{seen:?}"
+    );
+    assert_eq!(records_about(&app, &acme, "user.activated", &pat).await, 1);
+
+    // Admin password reset: one temporary password stands; the others may retry. (Four, so
+    // that the logins with the passwords that lost stay under the lockout threshold.)
+    let results = at_once(4, |_| {
+        let channel = app.channel.clone();
+        let token = acme.token().to_owned();
+        let target = pat.clone();
+        async move {
+            users_on(channel)
+                .reset_password(authed(
+                    pb::ResetPasswordRequest {
+                        user_id: target,
+                        require_change: false,
+                    },
+                    &token,
+                ))
+                .await
+                .map(|r| r.into_inner().temporary_password)
+        }
+    })
+    .await;
+    let codes_seen = codes(&results);
+    assert!(
+        codes_seen
+            .iter()
+            .all(|c| matches!(c, Code::Ok | Code::Aborted)),
+        "{codes_seen:?}"
+    );
+    let resets = records_about(&app, &acme, "user.password_reset", &pat).await;
+    assert_eq!(
+        resets,
+        codes_seen.iter().filter(|c| **c == Code::Ok).count()
+    );
+    // The last reset that answered OK is the password that works.
+    let working: Vec<&String> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let mut logged_in = 0;
+    for password in &working {
+        if app
+            .login(acme.slug(), "pat@acme.test", password)
+            .await
+            .is_ok()
+        {
+            logged_in += 1;
+        }
+    }
+    assert_eq!(logged_in, 1, "exactly one temporary password works");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_role_change_racing_a_deletion_is_done_or_not_found_never_internal() {
     let app = spawn_app().await;
     let acme = org(&app, "Acme", "ann@acme.test").await;

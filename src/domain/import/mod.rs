@@ -386,12 +386,10 @@ fn check_roles(
             ));
         }
     }
-    if !principal.is_owner && defs.iter().any(|role| role.is_admin_grade()) {
-        return Err(
-            "only the account owner grants the Admin role (or roles with admin permissions)"
-                .to_owned(),
-        );
-    }
+    // The rule of CreateUser: the same policy decides.
+    let admin_grade = defs.iter().any(|role| role.is_admin_grade());
+    super::policy::authorize_role_change(principal, &roles, &[], admin_grade)
+        .map_err(|refusal| refusal.to_string())?;
     Ok(roles)
 }
 
