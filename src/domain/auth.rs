@@ -216,27 +216,17 @@ impl App {
         purpose: &'static str,
         send_mail: bool,
     ) -> Result<String> {
-        let now = self.clock.now();
-        let token = tokens::random_secret();
         let ttl = self.policies.activation_ttl;
-        store::tokens::retire(
-            tx,
-            tenant.id,
-            user.id,
-            &[PURPOSE_ACTIVATION, PURPOSE_INVITATION],
-            now,
-        )
-        .await?;
-        store::tokens::insert(
-            tx,
-            tenant.id,
-            user.id,
-            purpose,
-            &tokens::token_hash(&token),
-            now,
-            now + ttl,
-        )
-        .await?;
+        let token = self
+            .issue_mailed_token(
+                tx,
+                tenant.id,
+                user.id,
+                purpose,
+                &[PURPOSE_ACTIVATION, PURPOSE_INVITATION],
+                ttl,
+            )
+            .await?;
         if send_mail {
             let message = activation_mail(
                 &self.link("activate", &token),
@@ -258,24 +248,15 @@ impl App {
         password: Option<Password>,
         client: &ClientInfo,
     ) -> Result<User> {
-        let invalid = || Error::invalid("token", "is invalid or has already been used");
-        if token.trim().is_empty() {
-            return Err(Error::invalid("token", "is required"));
-        }
+        let invalid = super::invalid_token;
         let now = self.clock.now();
-        let found = store::tokens::find_by_hash(self.store.db(), &tokens::token_hash(token.trim()))
-            .await?
-            .filter(|t| t.purpose == PURPOSE_ACTIVATION || t.purpose == PURPOSE_INVITATION)
-            .ok_or_else(invalid)?;
-        if found.used_at.is_some() {
-            return Err(invalid());
-        }
-        if found.expires_at <= now {
-            return Err(Error::precondition(
-                "TOKEN_EXPIRED",
+        let found = self
+            .mailed_token(
+                token,
+                &[PURPOSE_ACTIVATION, PURPOSE_INVITATION],
                 "the activation link has expired; ask for a new one",
-            ));
-        }
+            )
+            .await?;
         let credentials =
             store::users::get_credentials(self.store.db(), found.tenant_id, found.user_id)
                 .await?

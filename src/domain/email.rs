@@ -4,9 +4,9 @@
 
 use serde_json::json;
 
-use super::{App, mail, tokens};
+use super::{App, mail};
 use crate::{
-    model::{ClientInfo, Email, Error, NewActivity, Result, Tenant, User},
+    model::{ClientInfo, Email, NewActivity, Result, Tenant, User},
     store::{self, Touched},
 };
 
@@ -22,20 +22,11 @@ impl App {
         tenant: &Tenant,
         user: &User,
     ) -> Result<()> {
-        let now = self.clock.now();
-        let token = tokens::random_secret();
         let ttl = self.policies.activation_ttl;
-        store::tokens::retire(tx, tenant.id, user.id, &[PURPOSE_EMAIL_CHANGE], now).await?;
-        store::tokens::insert(
-            tx,
-            tenant.id,
-            user.id,
-            PURPOSE_EMAIL_CHANGE,
-            &tokens::token_hash(&token),
-            now,
-            now + ttl,
-        )
-        .await?;
+        let purpose = PURPOSE_EMAIL_CHANGE;
+        let token = self
+            .issue_mailed_token(tx, tenant.id, user.id, purpose, &[purpose], ttl)
+            .await?;
         let message = mail::email_confirmation(
             user.email.as_str(),
             user.first_name.as_str(),
@@ -49,21 +40,15 @@ impl App {
     /// Consumes a confirmation token: the pending address becomes the user's, or the address an
     /// admin set becomes confirmed. Returns the confirmed address.
     pub async fn confirm_email(&self, token: &str, client: &ClientInfo) -> Result<Email> {
-        let invalid = || Error::invalid("token", "is invalid or has already been used");
-        if token.trim().is_empty() {
-            return Err(Error::invalid("token", "is required"));
-        }
+        let invalid = super::invalid_token;
         let now = self.clock.now();
-        let found = store::tokens::find_by_hash(self.store.db(), &tokens::token_hash(token.trim()))
-            .await?
-            .filter(|found| found.purpose == PURPOSE_EMAIL_CHANGE && found.used_at.is_none())
-            .ok_or_else(invalid)?;
-        if found.expires_at <= now {
-            return Err(Error::precondition(
-                "TOKEN_EXPIRED",
+        let found = self
+            .mailed_token(
+                token,
+                &[PURPOSE_EMAIL_CHANGE],
                 "the confirmation link has expired; change the address again",
-            ));
-        }
+            )
+            .await?;
         let tx = self.change().await?;
         let user = store::users::get_for_update(&tx, found.tenant_id, found.user_id)
             .await?

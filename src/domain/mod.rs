@@ -29,12 +29,17 @@ use chrono::Duration;
 use tokio::sync::Notify;
 
 use crate::{
-    model::{Clock, NewActivity, Result},
+    model::{Clock, Error, NewActivity, Result},
     store::{self, Store},
 };
 use mail::Mail;
 use passwords::PasswordHasher;
 use tokens::TokenIssuer;
+
+/// The answer to a mailed token that is unknown, of another purpose, or used already.
+fn invalid_token() -> Error {
+    Error::invalid("token", "is invalid or has already been used")
+}
 
 /// Lifetimes and links that use cases need.
 #[derive(Debug, Clone)]
@@ -92,6 +97,56 @@ impl App {
         .await?;
         change.mailed();
         Ok(())
+    }
+
+    /// Makes a mailed single-use token of `purpose` for `user`, valid for `ttl`, inside `change`;
+    /// the user's unused tokens of the `replaces` purposes stop working. Returns the token (only
+    /// its hash is stored).
+    async fn issue_mailed_token(
+        &self,
+        change: &change::Change,
+        tenant_id: crate::model::TenantId,
+        user_id: crate::model::UserId,
+        purpose: &str,
+        replaces: &[&str],
+        ttl: Duration,
+    ) -> Result<String> {
+        let now = self.clock.now();
+        let token = tokens::random_secret();
+        store::tokens::retire(change, tenant_id, user_id, replaces, now).await?;
+        store::tokens::insert(
+            change,
+            tenant_id,
+            user_id,
+            purpose,
+            &tokens::token_hash(&token),
+            now,
+            now + ttl,
+        )
+        .await?;
+        Ok(token)
+    }
+
+    /// The unused, unexpired mailed token of one of `purposes` that `token` is: INVALID_ARGUMENT
+    /// for a token that is empty, unknown, of another purpose or used, FAILED_PRECONDITION
+    /// `TOKEN_EXPIRED` (with `expired`, the advice) for an old one.
+    async fn mailed_token(
+        &self,
+        token: &str,
+        purposes: &[&str],
+        expired: &'static str,
+    ) -> Result<store::tokens::ActionToken> {
+        if token.trim().is_empty() {
+            return Err(Error::invalid("token", "is required"));
+        }
+        let found = store::tokens::find_by_hash(self.store.db(), &tokens::token_hash(token.trim()))
+            .await?
+            .filter(|found| purposes.contains(&found.purpose.as_str()) && found.used_at.is_none())
+            .ok_or_else(invalid_token)?;
+        if found.expires_at <= self.clock.now() {
+            return Err(Error::precondition("TOKEN_EXPIRED", expired));
+        }
+        Ok(found)
     }
 
     /// Writes an activity record inside `db`'s transaction.

@@ -6,11 +6,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{App, mail, tokens};
+use super::{App, mail};
 use crate::{
-    model::{
-        ClientInfo, Email, Error, Login, NewActivity, Password, Result, TenantRef, UserStatus,
-    },
+    model::{ClientInfo, Email, Login, NewActivity, Password, Result, TenantRef, UserStatus},
     store,
 };
 
@@ -57,21 +55,12 @@ impl App {
         {
             return Ok(());
         }
-        let now = self.clock.now();
-        let token = tokens::random_secret();
         let ttl = self.policies.password_reset_ttl;
         let tx = self.change().await?;
-        store::tokens::retire(&tx, tenant.id, user.id, &[PURPOSE_PASSWORD_RESET], now).await?;
-        store::tokens::insert(
-            &tx,
-            tenant.id,
-            user.id,
-            PURPOSE_PASSWORD_RESET,
-            &tokens::token_hash(&token),
-            now,
-            now + ttl,
-        )
-        .await?;
+        let purpose = PURPOSE_PASSWORD_RESET;
+        let token = self
+            .issue_mailed_token(&tx, tenant.id, user.id, purpose, &[purpose], ttl)
+            .await?;
         let message = mail::password_reset(
             user.email.as_str(),
             user.first_name.as_str(),
@@ -103,24 +92,15 @@ impl App {
         new_password: Password,
         client: &ClientInfo,
     ) -> Result<()> {
-        let invalid = || Error::invalid("token", "is invalid or has already been used");
-        if token.trim().is_empty() {
-            return Err(Error::invalid("token", "is required"));
-        }
+        let invalid = super::invalid_token;
         let now = self.clock.now();
-        let found = store::tokens::find_by_hash(self.store.db(), &tokens::token_hash(token.trim()))
-            .await?
-            .filter(|found| found.purpose == PURPOSE_PASSWORD_RESET)
-            .ok_or_else(invalid)?;
-        if found.used_at.is_some() {
-            return Err(invalid());
-        }
-        if found.expires_at <= now {
-            return Err(Error::precondition(
-                "TOKEN_EXPIRED",
+        let found = self
+            .mailed_token(
+                token,
+                &[PURPOSE_PASSWORD_RESET],
                 "the password-reset link has expired; ask for a new one",
-            ));
-        }
+            )
+            .await?;
         let user = self
             .target(found.tenant_id, found.user_id)
             .await

@@ -889,16 +889,7 @@ pub async fn get_for_update(
     tenant_id: TenantId,
     user_id: UserId,
 ) -> Result<Option<Credentials>> {
-    let row = user::Entity::find()
-        .filter(user::Column::TenantId.eq(tenant_id.0))
-        .filter(user::Column::Id.eq(user_id.0))
-        .lock_exclusive()
-        .one(tx)
-        .await?;
-    match row {
-        Some(row) => Ok(complete_many(tx, tenant_id, vec![row]).await?.pop()),
-        None => Ok(None),
-    }
+    load_one(tx, tenant_id, user_id, true).await
 }
 
 /// Loads a user of the account with their password hash.
@@ -907,12 +898,22 @@ pub async fn get_credentials(
     tenant_id: TenantId,
     user_id: UserId,
 ) -> Result<Option<Credentials>> {
-    let row = user::Entity::find()
+    load_one(db, tenant_id, user_id, false).await
+}
+
+async fn load_one(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    user_id: UserId,
+    for_update: bool,
+) -> Result<Option<Credentials>> {
+    let mut query = user::Entity::find()
         .filter(user::Column::TenantId.eq(tenant_id.0))
-        .filter(user::Column::Id.eq(user_id.0))
-        .one(db)
-        .await?;
-    match row {
+        .filter(user::Column::Id.eq(user_id.0));
+    if for_update {
+        query = query.lock_exclusive();
+    }
+    match query.one(db).await? {
         Some(row) => Ok(complete_many(db, tenant_id, vec![row]).await?.pop()),
         None => Ok(None),
     }
@@ -1462,10 +1463,8 @@ pub async fn replace_clear_profile_secrets(
         let (Some(clear), Some(sealed)) = (clear, sealed) else {
             continue;
         };
-        replaced += user::Entity::update_many()
+        replaced += update_one(tenant_id, user_id)
             .col_expr(column, Expr::value(sealed.as_str()))
-            .filter(user::Column::TenantId.eq(tenant_id.0))
-            .filter(user::Column::Id.eq(user_id.0))
             .filter(column.eq(clear.expose()))
             .exec(db)
             .await?
@@ -1633,7 +1632,7 @@ pub async fn mark_email_unverified(
     tenant_id: TenantId,
     user_id: UserId,
 ) -> Result<()> {
-    user::Entity::update_many()
+    update_one(tenant_id, user_id)
         .col_expr(
             user::Column::EmailVerifiedAt,
             Expr::value(Option::<DateTime<Utc>>::None),
@@ -1642,8 +1641,6 @@ pub async fn mark_email_unverified(
             user::Column::PendingEmail,
             Expr::value(Option::<String>::None),
         )
-        .filter(user::Column::TenantId.eq(tenant_id.0))
-        .filter(user::Column::Id.eq(user_id.0))
         .exec(db)
         .await?;
     Ok(())
@@ -1657,7 +1654,7 @@ pub async fn confirm_email(
     user_id: UserId,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    user::Entity::update_many()
+    update_one(tenant_id, user_id)
         .col_expr(
             user::Column::Email,
             Expr::cust("COALESCE(pending_email, email)"),
@@ -1668,11 +1665,16 @@ pub async fn confirm_email(
         )
         .col_expr(user::Column::EmailVerifiedAt, Expr::value(now))
         .col_expr(user::Column::UpdatedAt, Expr::value(now))
-        .filter(user::Column::TenantId.eq(tenant_id.0))
-        .filter(user::Column::Id.eq(user_id.0))
         .exec(db)
         .await?;
     Ok(())
+}
+
+/// An update of one user of the account.
+fn update_one(tenant_id: TenantId, user_id: UserId) -> sea_orm::UpdateMany<user::Entity> {
+    user::Entity::update_many()
+        .filter(user::Column::TenantId.eq(tenant_id.0))
+        .filter(user::Column::Id.eq(user_id.0))
 }
 
 /// Records that the user confirmed their email address (the activation link reached them).
@@ -1682,10 +1684,8 @@ pub async fn mark_email_verified(
     user_id: UserId,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    user::Entity::update_many()
+    update_one(tenant_id, user_id)
         .col_expr(user::Column::EmailVerifiedAt, Expr::value(now))
-        .filter(user::Column::TenantId.eq(tenant_id.0))
-        .filter(user::Column::Id.eq(user_id.0))
         .filter(user::Column::EmailVerifiedAt.is_null())
         .exec(db)
         .await?;
@@ -1769,15 +1769,13 @@ pub async fn set_password_hash(
     change_required: bool,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    user::Entity::update_many()
+    update_one(tenant_id, user_id)
         .col_expr(user::Column::PasswordHash, Expr::value(password_hash))
         .col_expr(
             user::Column::PasswordChangeRequired,
             Expr::value(change_required),
         )
         .col_expr(user::Column::UpdatedAt, Expr::value(now))
-        .filter(user::Column::TenantId.eq(tenant_id.0))
-        .filter(user::Column::Id.eq(user_id.0))
         .exec(db)
         .await?;
     Ok(())
@@ -1790,10 +1788,8 @@ pub async fn set_last_login(
     user_id: UserId,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    user::Entity::update_many()
+    update_one(tenant_id, user_id)
         .col_expr(user::Column::LastLoginAt, Expr::value(now))
-        .filter(user::Column::TenantId.eq(tenant_id.0))
-        .filter(user::Column::Id.eq(user_id.0))
         .exec(db)
         .await?;
     Ok(())

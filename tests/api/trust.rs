@@ -31,6 +31,46 @@ where
     results
 }
 
+/// Runs `count` copies at once of a UserService call about `user_id`, as `token`'s holder; the
+/// call gets a client, the user id and a request wrapper that carries the token.
+async fn at_once_on<F, Fut, T>(
+    app: &TestApp,
+    token: &str,
+    user_id: &str,
+    count: usize,
+    call: F,
+) -> Vec<Result<T, Status>>
+where
+    F: Fn(UserClient, String, String) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Status>> + Send + 'static,
+    T: Send + 'static,
+{
+    at_once(count, |_| {
+        call(
+            users_on(app.channel.clone()),
+            user_id.to_owned(),
+            token.to_owned(),
+        )
+    })
+    .await
+}
+
+type UserClient = pb::user_service_client::UserServiceClient<tonic::transport::Channel>;
+
+/// Asserts that exactly one of `results` succeeded and every other one answered `others`.
+fn exactly_one_ok<T>(results: &[Result<T, Status>], others: Code) {
+    let seen = codes(results);
+    assert_eq!(
+        seen.iter().filter(|c| **c == Code::Ok).count(),
+        1,
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().all(|c| *c == Code::Ok || *c == others),
+        "{seen:?}"
+    );
+}
+
 fn codes<T>(results: &[Result<T, Status>]) -> Vec<Code> {
     results
         .iter()
@@ -317,123 +357,72 @@ fn users_on(
     pb::user_service_client::UserServiceClient::new(channel)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn of_concurrent_deletions_of_one_user_one_succeeds_and_writes_one_record() {
-    let app = spawn_app().await;
-    let acme = org(&app, "Acme", "ann@acme.test").await;
-    let bob = member(&app, &acme, "bob@acme.test", &["ORDERS"]).await;
-    let results = at_once(8, |_| {
-        let channel = app.channel.clone();
-        let token = acme.token().to_owned();
-        let target = bob.user_id.clone();
-        async move {
-            users_on(channel)
-                .delete_user(authed(
-                    pb::DeleteUserRequest {
-                        user_id: target,
-                        ..Default::default()
-                    },
-                    &token,
-                ))
-                .await
-        }
-    })
-    .await;
-    let mut codes = codes(&results);
-    codes.sort_by_key(|c| *c as i32);
-    let mut expected = vec![Code::NotFound; 7];
-    expected.insert(0, Code::Ok);
-    assert_eq!(codes, expected);
-    assert_eq!(
-        records_about(&app, &acme, "user.deleted", &bob.user_id).await,
-        1
-    );
+/// The lifecycle verbs a race test repeats on one user.
+#[derive(Debug, Clone, Copy)]
+enum Verb {
+    Deactivate,
+    Reactivate,
+    Delete,
+}
+
+async fn perform(
+    mut users: UserClient,
+    verb: Verb,
+    user_id: String,
+    token: String,
+) -> Result<(), Status> {
+    match verb {
+        Verb::Deactivate => users
+            .deactivate_user(authed(pb::DeactivateUserRequest { user_id }, &token))
+            .await
+            .map(|_| ()),
+        Verb::Reactivate => users
+            .reactivate_user(authed(pb::ReactivateUserRequest { user_id }, &token))
+            .await
+            .map(|_| ()),
+        Verb::Delete => users
+            .delete_user(authed(pb::DeleteUserRequest { user_id }, &token))
+            .await
+            .map(|_| ()),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn of_concurrent_deactivations_one_succeeds_and_the_others_find_it_inactive() {
+async fn of_concurrent_lifecycle_calls_on_one_user_one_succeeds_and_writes_one_record() {
     let app = spawn_app().await;
     let acme = org(&app, "Acme", "ann@acme.test").await;
     let bob = member(&app, &acme, "bob@acme.test", &["ORDERS"]).await;
-    let results = at_once(8, |_| {
-        let channel = app.channel.clone();
-        let token = acme.token().to_owned();
-        let target = bob.user_id.clone();
-        async move {
-            users_on(channel)
-                .deactivate_user(authed(
-                    pb::DeactivateUserRequest {
-                        user_id: target,
-                        ..Default::default()
-                    },
-                    &token,
-                ))
-                .await
-        }
-    })
-    .await;
-    let codes = codes(&results);
-    assert_eq!(
-        codes.iter().filter(|c| **c == Code::Ok).count(),
-        1,
-        "{codes:?}"
-    );
-    assert_eq!(
-        codes
-            .iter()
-            .filter(|c| **c == Code::FailedPrecondition)
-            .count(),
-        7,
-        "{codes:?}"
-    );
-    assert_eq!(
-        records_about(&app, &acme, "user.deactivated", &bob.user_id).await,
-        1
-    );
+    // The others get the answer they would get after the winner: already in that state, or gone.
+    for (verb, others, record) in [
+        (
+            Verb::Deactivate,
+            Code::FailedPrecondition,
+            "user.deactivated",
+        ),
+        (
+            Verb::Reactivate,
+            Code::FailedPrecondition,
+            "user.reactivated",
+        ),
+        (Verb::Delete, Code::NotFound, "user.deleted"),
+    ] {
+        let results = at_once_on(&app, acme.token(), &bob.user_id, 8, |users, id, token| {
+            perform(users, verb, id, token)
+        })
+        .await;
+        exactly_one_ok(&results, others);
+        assert_eq!(
+            records_about(&app, &acme, record, &bob.user_id).await,
+            1,
+            "{verb:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn of_concurrent_reactivations_activations_and_resets_one_succeeds_each() {
+async fn of_concurrent_activations_and_resets_one_stands() {
     let app = spawn_app().await;
     let acme = org(&app, "Acme", "ann@acme.test").await;
-
-    // Reactivation: one OK, the others find the user active already.
-    let bob = member(&app, &acme, "bob@acme.test", &["ORDERS"]).await;
-    deactivate(&app, acme.token(), &bob.user_id)
-        .await
-        .expect("deactivate");
-    let results = at_once(8, |_| {
-        let channel = app.channel.clone();
-        let token = acme.token().to_owned();
-        let target = bob.user_id.clone();
-        async move {
-            users_on(channel)
-                .reactivate_user(authed(
-                    pb::ReactivateUserRequest {
-                        user_id: target,
-                        ..Default::default()
-                    },
-                    &token,
-                ))
-                .await
-        }
-    })
-    .await;
-    let seen = codes(&results);
-    assert_eq!(
-        seen.iter().filter(|c| **c == Code::Ok).count(),
-        1,
-        "{seen:?}"
-    );
-    assert!(
-        seen.iter()
-            .all(|c| matches!(c, Code::Ok | Code::FailedPrecondition)),
-        "{seen:?}"
-    );
-    assert_eq!(
-        records_about(&app, &acme, "user.reactivated", &bob.user_id).await,
-        1
-    );
 
     // Activation: one token, eight clicks, one activation.
     let created = create(&app, acme.token(), new_user("pat@acme.test", &["ORDERS"]))
@@ -453,38 +442,29 @@ async fn of_concurrent_reactivations_activations_and_resets_one_succeeds_each() 
         }
     })
     .await;
-    let seen = codes(&results);
-    assert_eq!(
-        seen.iter().filter(|c| **c == Code::Ok).count(),
-        1,
-        "{seen:?}"
-    );
-    assert!(
-        seen.iter()
-            .all(|c| matches!(c, Code::Ok | Code::InvalidArgument)),
-        "{seen:?}"
-    );
+    exactly_one_ok(&results, Code::InvalidArgument);
     assert_eq!(records_about(&app, &acme, "user.activated", &pat).await, 1);
 
     // Admin password reset: one temporary password stands; the others may retry. (Four, so
     // that the logins with the passwords that lost stay under the lockout threshold.)
-    let results = at_once(4, |_| {
-        let channel = app.channel.clone();
-        let token = acme.token().to_owned();
-        let target = pat.clone();
-        async move {
-            users_on(channel)
+    let results = at_once_on(
+        &app,
+        acme.token(),
+        &pat,
+        4,
+        |mut users, user_id, token| async move {
+            users
                 .reset_password(authed(
                     pb::ResetPasswordRequest {
-                        user_id: target,
+                        user_id,
                         require_change: false,
                     },
                     &token,
                 ))
                 .await
                 .map(|r| r.into_inner().temporary_password)
-        }
-    })
+        },
+    )
     .await;
     let codes_seen = codes(&results);
     assert!(
