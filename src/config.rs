@@ -11,23 +11,40 @@ use crate::{domain::passwords::Argon2Settings, model::Secret};
 #[derive(Debug, Clone, clap::Args)]
 pub struct SettingsArgs {
     /// Address to listen on.
-    #[arg(long, env = "ROSTER_LISTEN", default_value = "127.0.0.1:50051")]
+    #[arg(
+        global = true,
+        long,
+        env = "ROSTER_LISTEN",
+        default_value = "127.0.0.1:50051"
+    )]
     pub listen: String,
     /// Database: a SQLite file (`sqlite://roster.db`, created when missing) or `postgres://...`.
     #[arg(
+        global = true,
         long,
         env = "ROSTER_DATABASE_URL",
         default_value = "sqlite://roster.db"
     )]
     pub database_url: String,
     /// Maximum database connections (PostgreSQL; SQLite uses one).
-    #[arg(long, env = "ROSTER_DATABASE_MAX_CONNECTIONS", default_value = "16")]
+    #[arg(
+        global = true,
+        long,
+        env = "ROSTER_DATABASE_MAX_CONNECTIONS",
+        default_value = "16"
+    )]
     pub database_max_connections: String,
     /// Outgoing mail: `file://DIR` writes `.eml` files; `smtp://[user:pass@]host:port` sends.
-    #[arg(long, env = "ROSTER_MAIL_URL", default_value = "file://./mail")]
+    #[arg(
+        global = true,
+        long,
+        env = "ROSTER_MAIL_URL",
+        default_value = "file://./mail"
+    )]
     pub mail_url: String,
     /// Sender of outgoing mail.
     #[arg(
+        global = true,
         long,
         env = "ROSTER_MAIL_FROM",
         default_value = "roster <no-reply@roster.localhost>"
@@ -35,66 +52,142 @@ pub struct SettingsArgs {
     pub mail_from: String,
     /// Base of the links in emails.
     #[arg(
+        global = true,
         long,
         env = "ROSTER_PUBLIC_URL",
         default_value = "http://localhost:8080"
     )]
     pub public_url: String,
     /// Log filter (`info`, `debug`, `roster=debug,info` ...).
-    #[arg(long, env = "ROSTER_LOG", default_value = "info")]
+    #[arg(global = true, long, env = "ROSTER_LOG", default_value = "info")]
     pub log: String,
     /// Log format: `text` or `json`.
-    #[arg(long, env = "ROSTER_LOG_FORMAT", default_value = "text")]
+    #[arg(global = true, long, env = "ROSTER_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
     /// Lifetime of access tokens.
-    #[arg(long, env = "ROSTER_ACCESS_TOKEN_TTL", default_value = "15m")]
+    #[arg(
+        global = true,
+        long,
+        env = "ROSTER_ACCESS_TOKEN_TTL",
+        default_value = "15m"
+    )]
     pub access_token_ttl: String,
     /// Lifetime of sessions (refresh tokens).
-    #[arg(long, env = "ROSTER_REFRESH_TOKEN_TTL", default_value = "30days")]
+    #[arg(
+        global = true,
+        long,
+        env = "ROSTER_REFRESH_TOKEN_TTL",
+        default_value = "30days"
+    )]
     pub refresh_token_ttl: String,
     /// Lifetime of activation and invitation links.
-    #[arg(long, env = "ROSTER_ACTIVATION_TTL", default_value = "72h")]
+    #[arg(
+        global = true,
+        long,
+        env = "ROSTER_ACTIVATION_TTL",
+        default_value = "72h"
+    )]
     pub activation_ttl: String,
     /// Argon2id memory in KiB.
-    #[arg(long, env = "ROSTER_ARGON2_MEMORY_KIB", default_value = "19456")]
+    #[arg(
+        global = true,
+        long,
+        env = "ROSTER_ARGON2_MEMORY_KIB",
+        default_value = "19456"
+    )]
     pub argon2_memory_kib: String,
     /// Argon2id passes.
-    #[arg(long, env = "ROSTER_ARGON2_ITERATIONS", default_value = "2")]
+    #[arg(
+        global = true,
+        long,
+        env = "ROSTER_ARGON2_ITERATIONS",
+        default_value = "2"
+    )]
     pub argon2_iterations: String,
     /// Argon2id lanes.
-    #[arg(long, env = "ROSTER_ARGON2_PARALLELISM", default_value = "1")]
+    #[arg(
+        global = true,
+        long,
+        env = "ROSTER_ARGON2_PARALLELISM",
+        default_value = "1"
+    )]
     pub argon2_parallelism: String,
     /// Password hashes computed at once (default: the number of cores).
-    #[arg(long, env = "ROSTER_HASH_CONCURRENCY")]
+    #[arg(global = true, long, env = "ROSTER_HASH_CONCURRENCY")]
     pub hash_concurrency: Option<String>,
     /// Largest request or response message in bytes.
-    #[arg(long, env = "ROSTER_MAX_MESSAGE_BYTES", default_value = "16777216")]
+    #[arg(
+        global = true,
+        long,
+        env = "ROSTER_MAX_MESSAGE_BYTES",
+        default_value = "16777216"
+    )]
     pub max_message_bytes: String,
     /// Requests served at once across all connections.
-    #[arg(long, env = "ROSTER_MAX_CONCURRENT_REQUESTS", default_value = "1024")]
+    #[arg(
+        global = true,
+        long,
+        env = "ROSTER_MAX_CONCURRENT_REQUESTS",
+        default_value = "1024"
+    )]
     pub max_concurrent_requests: String,
     /// Comma-separated networks of proxies whose `x-forwarded-for` is believed.
-    #[arg(long, env = "ROSTER_TRUSTED_PROXIES", default_value = "")]
+    #[arg(
+        global = true,
+        long,
+        env = "ROSTER_TRUSTED_PROXIES",
+        default_value = ""
+    )]
     pub trusted_proxies: String,
     /// Access-token signing key (at least 32 bytes); by default one is generated and kept in the
     /// database so that every replica shares it.
-    #[arg(long, env = "ROSTER_TOKEN_SIGNING_KEY", hide_env_values = true)]
+    #[arg(
+        global = true,
+        long,
+        env = "ROSTER_TOKEN_SIGNING_KEY",
+        hide_env_values = true
+    )]
     pub token_signing_key: Option<String>,
     /// Failed passwords or second-factor codes in a row that lock a user.
-    #[arg(long, env = "ROSTER_LOCKOUT_THRESHOLD", default_value = "5")]
+    #[arg(
+        global = true,
+        long,
+        env = "ROSTER_LOCKOUT_THRESHOLD",
+        default_value = "5"
+    )]
     pub lockout_threshold: String,
     /// How long a lockout lasts unless an admin lifts it sooner.
-    #[arg(long, env = "ROSTER_LOCKOUT_COOLDOWN", default_value = "15m")]
+    #[arg(
+        global = true,
+        long,
+        env = "ROSTER_LOCKOUT_COOLDOWN",
+        default_value = "15m"
+    )]
     pub lockout_cooldown: String,
     /// Login-type calls (Login, CompleteLogin, SignUp, activation, password reset) per client
     /// address and minute; more answer RESOURCE_EXHAUSTED before any password is hashed.
-    #[arg(long, env = "ROSTER_LOGIN_RATE_PER_MINUTE", default_value = "120")]
+    #[arg(
+        global = true,
+        long,
+        env = "ROSTER_LOGIN_RATE_PER_MINUTE",
+        default_value = "120"
+    )]
     pub login_rate_per_minute: String,
     /// Lifetime of "forgot password" links.
-    #[arg(long, env = "ROSTER_PASSWORD_RESET_TTL", default_value = "1h")]
+    #[arg(
+        global = true,
+        long,
+        env = "ROSTER_PASSWORD_RESET_TTL",
+        default_value = "1h"
+    )]
     pub password_reset_ttl: String,
     /// How long the challenge of a two-factor login waits for its code.
-    #[arg(long, env = "ROSTER_TWO_FACTOR_CHALLENGE_TTL", default_value = "5m")]
+    #[arg(
+        global = true,
+        long,
+        env = "ROSTER_TWO_FACTOR_CHALLENGE_TTL",
+        default_value = "5m"
+    )]
     pub two_factor_challenge_ttl: String,
 }
 

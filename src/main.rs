@@ -121,3 +121,28 @@ async fn shutdown_signal() {
     }
     tracing::info!("shutdown signal received");
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command};
+
+    #[test]
+    fn settings_are_flags_of_serve_as_well_as_before_it() {
+        for args in [
+            vec!["roster", "serve", "--listen", "127.0.0.1:7000"],
+            vec!["roster", "--listen", "127.0.0.1:7000", "serve"],
+            vec!["roster", "migrate", "--database-url", "sqlite://x.db"],
+        ] {
+            let cli = Cli::try_parse_from(&args).unwrap_or_else(|err| panic!("{args:?}: {err}"));
+            assert!(matches!(
+                cli.command,
+                Some(Command::Serve | Command::Migrate)
+            ));
+            if args.contains(&"--listen") {
+                assert_eq!(cli.settings.listen, "127.0.0.1:7000");
+            }
+        }
+    }
+}
