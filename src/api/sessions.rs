@@ -5,8 +5,7 @@ use tonic::{Request, Response, Status};
 use super::{ApiContext, convert::timestamp, cursor, pb};
 use crate::{
     domain::sessions::SessionsOf,
-    model::{Error, Principal, SessionId, UserId, Violations},
-    store::sessions::SessionRecord,
+    model::{Error, Principal, SessionId, SessionRecord, UserId, Violations},
 };
 
 /// The SessionService implementation.

@@ -10,8 +10,9 @@ use super::{
 };
 use crate::{
     domain::teams::{TeamPatch, team_description, team_name},
-    model::{Error, Result, TeamId, TeamKind, TeamRole, UserId, Violations, bounded, limits},
-    store::teams::TeamFilter,
+    model::{
+        Error, Result, TeamFilter, TeamId, TeamKind, TeamRole, UserId, Violations, bounded, limits,
+    },
 };
 
 /// The TeamService implementation.

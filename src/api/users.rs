@@ -543,7 +543,7 @@ impl pb::user_service_server::UserService for UserApi {
         let next_page_token = match (result.more, result.users.last()) {
             (true, Some(last)) => {
                 let token = PageToken {
-                    v: crate::store::users::sort_value(last, order),
+                    v: order.sort_value(last),
                     i: last.id.0,
                     f: fingerprint,
                 };

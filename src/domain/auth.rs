@@ -17,10 +17,10 @@ use super::{
 use crate::{
     model::{
         AccountName, ClientInfo, Email, Error, Login, NewActivity, Password, PersonName, Principal,
-        Result, SessionId, Tenant, TenantId, TenantRef, User, UserId, UserStatus, Username,
-        slug_from_name,
+        Result, SessionId, SessionRecord, Tenant, TenantId, TenantRef, User, UserId, UserStatus,
+        Username, slug_from_name,
     },
-    store::{self, Touched, sessions::SessionRecord},
+    store::{self, Touched},
 };
 
 /// Purposes of mailed single-use tokens.

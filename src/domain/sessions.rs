@@ -12,11 +12,8 @@ use super::{
     tokens::RevocationEvent,
 };
 use crate::{
-    model::{ClientInfo, Error, NewActivity, Principal, Result, SessionId, UserId},
-    store::{
-        self,
-        sessions::{SessionRecord, SessionScope},
-    },
+    model::{ClientInfo, Error, NewActivity, Principal, Result, SessionId, SessionRecord, UserId},
+    store::{self, sessions::SessionScope},
 };
 
 /// Whose sessions a listing shows.

@@ -8,10 +8,10 @@ use super::{
 };
 use crate::{
     model::{
-        ClientInfo, Error, NewActivity, Principal, Result, Team, TeamId, TeamKind, TeamRole, User,
-        UserId,
+        ClientInfo, Error, NewActivity, Principal, Result, Team, TeamFilter, TeamId, TeamKind,
+        TeamRole, User, UserId,
     },
-    store::{self, teams::TeamFilter},
+    store,
 };
 
 /// Changes to a team; `None` keeps a field.

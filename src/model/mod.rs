@@ -9,6 +9,7 @@ mod principal;
 mod profile;
 mod roles;
 mod secret;
+mod session;
 mod team;
 mod tenant;
 mod user;
@@ -29,7 +30,8 @@ pub use roles::{
     normalize_role_keys,
 };
 pub use secret::{SEALED_PREFIX, Secret};
-pub use team::{Membership, Team, TeamId, TeamKind, TeamRole};
+pub use session::SessionRecord;
+pub use team::{Membership, Team, TeamFilter, TeamId, TeamKind, TeamRole};
 pub use tenant::{Tenant, TenantRef, slug_from_name};
 pub use user::{MatchMode, User, UserCursor, UserFilter, UserOrder, UserPageRequest, UserStatus};
 pub use values::{AccountName, Email, Login, Password, PersonName, Username};

@@ -129,3 +129,12 @@ pub struct Membership {
     pub role: TeamRole,
     pub added_at: DateTime<Utc>,
 }
+
+/// A filter over teams.
+#[derive(Debug, Clone, Default, Hash)]
+pub struct TeamFilter {
+    pub kinds: Vec<TeamKind>,
+    /// Lower-cased text contained in the name.
+    pub query: Option<String>,
+    pub space_id: Option<TeamId>,
+}

@@ -135,6 +135,18 @@ pub enum UserOrder {
     LastName,
 }
 
+impl UserOrder {
+    /// A user's value under this order, for cursors.
+    pub fn sort_value(self, user: &User) -> String {
+        match self {
+            Self::Created => String::new(),
+            Self::Email => user.email.as_str().to_owned(),
+            Self::Username => user.username.as_str().to_owned(),
+            Self::LastName => user.last_name.as_str().to_owned(),
+        }
+    }
+}
+
 /// Where a keyset page starts: after the row with this sort value and id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserCursor {

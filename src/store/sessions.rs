@@ -7,22 +7,7 @@ use sea_orm::{
 };
 
 use super::{Conn, entity::session};
-use crate::model::{ClientInfo, Result, SessionId, TenantId, UserId};
-
-/// A stored session.
-#[derive(Debug, Clone)]
-pub struct SessionRecord {
-    pub id: SessionId,
-    pub tenant_id: TenantId,
-    pub user_id: UserId,
-    pub refresh_token_hash: String,
-    pub previous_refresh_token_hash: Option<String>,
-    pub client: ClientInfo,
-    pub created_at: DateTime<Utc>,
-    pub last_used_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-    pub revoked_at: Option<DateTime<Utc>>,
-}
+use crate::model::{ClientInfo, Result, SessionId, SessionRecord, TenantId, UserId};
 
 fn to_record(row: session::Model) -> SessionRecord {
     SessionRecord {

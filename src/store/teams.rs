@@ -14,7 +14,9 @@ use super::{
     entity::{team, team_member},
     users::CHUNK,
 };
-use crate::model::{Membership, Result, Team, TeamId, TeamKind, TeamRole, TenantId, UserId};
+use crate::model::{
+    Membership, Result, Team, TeamFilter, TeamId, TeamKind, TeamRole, TenantId, UserId,
+};
 
 async fn member_counts(
     db: &impl Conn,
@@ -107,15 +109,6 @@ pub async fn existing(
         .all(db)
         .await?;
     Ok(found.into_iter().map(TeamId).collect())
-}
-
-/// A filter over teams.
-#[derive(Debug, Clone, Default, Hash)]
-pub struct TeamFilter {
-    pub kinds: Vec<TeamKind>,
-    /// Lower-cased text contained in the name.
-    pub query: Option<String>,
-    pub space_id: Option<TeamId>,
 }
 
 /// One keyset page of teams (oldest first), plus whether more follow.

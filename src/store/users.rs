@@ -1026,16 +1026,6 @@ fn order_column(order: UserOrder) -> Option<user::Column> {
     }
 }
 
-/// The sort value of a user under `order`, for cursors.
-pub fn sort_value(user: &User, order: UserOrder) -> String {
-    match order {
-        UserOrder::Created => String::new(),
-        UserOrder::Email => user.email.as_str().to_owned(),
-        UserOrder::Username => user.username.as_str().to_owned(),
-        UserOrder::LastName => user.last_name.as_str().to_owned(),
-    }
-}
-
 /// One keyset page of users, plus whether more follow.
 pub async fn list(
     db: &impl Conn,
