@@ -252,8 +252,8 @@ impl From<Error> for Status {
                     "UNAVAILABLE",
                 )
             }
-            Error::Internal(cause) => {
-                tracing::error!(cause, "internal error");
+            err @ Error::Internal(_) => {
+                tracing::error!(cause = err.chain(), "internal error");
                 (Code::Internal, "internal error".into(), "INTERNAL")
             }
         };

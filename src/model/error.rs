@@ -66,9 +66,10 @@ pub enum Error {
     /// A dependency (the database) cannot be reached.
     #[error("service unavailable: {0}")]
     Unavailable(String),
-    /// A bug or an unexpected failure; the cause is logged, never returned.
+    /// A bug or an unexpected failure; the cause, with its whole chain of sources, is logged,
+    /// never returned.
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
 fn describe(violations: &[FieldViolation]) -> String {
@@ -121,9 +122,30 @@ impl Error {
         Self::unauthenticated("TOKEN_REVOKED", "the access token has been revoked")
     }
 
-    /// An unexpected failure with its cause.
+    /// An unexpected failure described by `cause`.
     pub fn internal(cause: impl fmt::Display) -> Self {
-        Self::Internal(cause.to_string())
+        Self::Internal(cause.to_string().into())
+    }
+
+    /// An unexpected failure caused by `source`, kept with its chain for the log.
+    pub fn internal_from(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Internal(Box::new(source))
+    }
+
+    /// This error and every source below it, outermost first: "a: b: c".
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            let cause_text = cause.to_string();
+            // thiserror's "{0}" already shows the first cause; list only what it does not.
+            if !text.ends_with(&cause_text) {
+                text.push_str(": ");
+                text.push_str(&cause_text);
+            }
+            source = cause.source();
+        }
+        text
     }
 }
 
@@ -191,5 +213,25 @@ impl Violations {
         } else {
             Err(Error::InvalidArgument(self.0))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the pool gave up")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn an_internal_error_keeps_its_whole_chain_of_causes() {
+        let cause = Outer(std::io::Error::other("connection reset by peer"));
+        let err = Error::internal_from(cause);
+        assert_eq!(
+            err.chain(),
+            "internal error: the pool gave up: connection reset by peer"
+        );
+        assert_eq!(Error::internal("plain").chain(), "internal error: plain");
     }
 }

@@ -330,7 +330,7 @@ impl From<DbErr> for Error {
         if is_unreachable(&err) {
             return Error::Unavailable(err.to_string());
         }
-        Error::internal(err)
+        Error::internal_from(err)
     }
 }
 
