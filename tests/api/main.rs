@@ -11,29 +11,23 @@
 // not break tests that do not care about it; where every field is set today, that is "needless".
 #![allow(clippy::needless_update)]
 
-// A test target's root resolves `mod x;` next to itself, so the modules name their folder.
-#[path = "api/harness.rs"]
 mod harness;
 
-#[path = "api/auth.rs"]
+mod activity;
 mod auth;
-#[path = "api/references.rs"]
+mod ip_acl;
+mod lockout;
+mod recovery;
 mod references;
-#[path = "api/roles.rs"]
+mod replicas;
 mod roles;
-#[path = "api/security.rs"]
-mod security;
-#[path = "api/service.rs"]
+mod security_support;
 mod service;
-#[path = "api/teams.rs"]
+mod sessions;
 mod teams;
-#[path = "api/trust.rs"]
 mod trust;
-#[path = "api/users.rs"]
+mod two_factor;
 mod users;
-#[path = "api/users_bulk.rs"]
 mod users_bulk;
-#[path = "api/users_matrix.rs"]
 mod users_matrix;
-#[path = "api/users_support.rs"]
 mod users_support;
