@@ -5,7 +5,7 @@ use std::pin::Pin;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use super::{ApiContext, convert::timestamp, cursor, pb};
+use super::{ApiContext, convert::timestamp, paging, pb};
 use crate::{
     domain::activity::{ActivityWatch, FeedEvent},
     model::{ActivityFilter, ActivityRecord, Error, Result, UserId, Violations},
@@ -113,11 +113,11 @@ fn filter(prefix: &str, filter: Option<pb::ActivityFilter>) -> Result<ActivityFi
     let since = filter
         .since
         .as_ref()
-        .and_then(|t| violations.check(cursor::instant(&format!("{prefix}.since"), t)));
+        .and_then(|t| violations.check(paging::instant(&format!("{prefix}.since"), t)));
     let until = filter
         .until
         .as_ref()
-        .and_then(|t| violations.check(cursor::instant(&format!("{prefix}.until"), t)));
+        .and_then(|t| violations.check(paging::instant(&format!("{prefix}.until"), t)));
     violations.finish()?;
     Ok(ActivityFilter {
         actor,
@@ -167,8 +167,8 @@ impl pb::activity_service_server::ActivityService for ActivityApi {
         let request = request.into_inner();
         let mut violations = Violations::default();
         let parsed = violations.check(filter("filter", request.filter));
-        let page_size = violations.check(cursor::page_size("page_size", request.page_size));
-        let after = violations.check(cursor::decode("page_token", CURSOR, &request.page_token));
+        let page_size = violations.check(paging::page_size("page_size", request.page_size));
+        let after = violations.check(paging::decode("page_token", CURSOR, &request.page_token));
         violations.finish()?;
         let page = self
             .ctx
@@ -176,12 +176,12 @@ impl pb::activity_service_server::ActivityService for ActivityApi {
             .list_activity(
                 &principal,
                 parsed.unwrap_or_default(),
-                page_size.unwrap_or(cursor::DEFAULT_PAGE_SIZE),
+                page_size.unwrap_or(paging::DEFAULT_PAGE_SIZE),
                 after.flatten(),
             )
             .await?;
         let next_page_token = match (page.more, page.records.last()) {
-            (true, Some(last)) => cursor::encode(CURSOR, last.id),
+            (true, Some(last)) => paging::encode(CURSOR, last.id),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListActivityResponse {

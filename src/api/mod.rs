@@ -4,8 +4,8 @@
 mod activity;
 mod auth;
 mod convert;
-mod cursor;
 mod limits;
+mod paging;
 mod roles;
 mod security;
 mod sessions;

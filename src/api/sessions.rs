@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{ApiContext, convert::timestamp, cursor, pb};
+use super::{ApiContext, convert::timestamp, paging, pb};
 use crate::{
     domain::sessions::SessionsOf,
     model::{Error, Principal, SessionId, SessionRecord, UserId, Violations},
@@ -56,8 +56,8 @@ impl pb::session_service_server::SessionService for SessionApi {
                 "must be empty when all_users is set",
             )));
         }
-        let page_size = violations.check(cursor::page_size("page_size", request.page_size));
-        let after = violations.check(cursor::decode("page_token", CURSOR, &request.page_token));
+        let page_size = violations.check(paging::page_size("page_size", request.page_size));
+        let after = violations.check(paging::decode("page_token", CURSOR, &request.page_token));
         violations.finish()?;
         let of = match (request.all_users, user_id) {
             (true, _) => SessionsOf::Account,
@@ -70,12 +70,12 @@ impl pb::session_service_server::SessionService for SessionApi {
             .list_sessions(
                 &principal,
                 of,
-                page_size.unwrap_or(cursor::DEFAULT_PAGE_SIZE),
+                page_size.unwrap_or(paging::DEFAULT_PAGE_SIZE),
                 after.flatten().map(SessionId),
             )
             .await?;
         let next_page_token = match (page.more, page.sessions.last()) {
-            (true, Some(last)) => cursor::encode(CURSOR, last.id.0),
+            (true, Some(last)) => paging::encode(CURSOR, last.id.0),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListSessionsResponse {

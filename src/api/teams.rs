@@ -1,12 +1,11 @@
 //! `roster.v1.TeamService`.
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use tonic::{Request, Response, Status};
 
 use super::{
     ApiContext,
     convert::{membership, team_kind, timestamp},
-    pb,
+    paging, pb,
 };
 use crate::{
     domain::teams::{TeamPatch, team_description, team_name},
@@ -58,33 +57,6 @@ fn optional_team(field: &str, text: &str) -> Result<Option<TeamId>> {
     } else {
         TeamId::parse(field, text).map(Some)
     }
-}
-
-fn page_size(value: i32) -> Result<u64> {
-    match value {
-        0 => Ok(50),
-        size @ 1..=1000 => Ok(size as u64),
-        _ => Err(Error::invalid(
-            "page_size",
-            "must be between 1 and 1000 (0 means 50)",
-        )),
-    }
-}
-
-fn page_after(token: &str) -> Result<Option<uuid::Uuid>> {
-    if token.is_empty() {
-        return Ok(None);
-    }
-    URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()
-        .and_then(|bytes| uuid::Uuid::from_slice(&bytes).ok())
-        .map(Some)
-        .ok_or_else(|| Error::invalid("page_token", "is not a token from a previous response"))
-}
-
-fn page_token(id: uuid::Uuid) -> String {
-    URL_SAFE_NO_PAD.encode(id.as_bytes())
 }
 
 fn user_ids(field: &str, ids: &[String]) -> Result<Vec<UserId>> {
@@ -171,15 +143,15 @@ impl pb::team_service_server::TeamService for TeamApi {
             query: (!query.is_empty()).then_some(query),
             space_id: optional_team("space_id", &request.space_id)?,
         };
-        let size = page_size(request.page_size)?;
-        let after = page_after(&request.page_token)?.map(TeamId);
+        let size = paging::page_size("page_size", request.page_size)?;
+        let after = paging::decode("page_token", "teams", &request.page_token)?.map(TeamId);
         let (teams, more) = self
             .ctx
             .app
             .list_teams(&principal, &filter, after, size)
             .await?;
         let next_page_token = match (more, teams.last()) {
-            (true, Some(last)) => page_token(last.id.0),
+            (true, Some(last)) => paging::encode("teams", last.id.0),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListTeamsResponse {
@@ -300,15 +272,15 @@ impl pb::team_service_server::TeamService for TeamApi {
         let principal = self.ctx.principal(&request)?;
         let request = request.into_inner();
         let id = TeamId::parse("team_id", &request.team_id)?;
-        let size = page_size(request.page_size)?;
-        let after = page_after(&request.page_token)?.map(UserId);
+        let size = paging::page_size("page_size", request.page_size)?;
+        let after = paging::decode("page_token", "team_members", &request.page_token)?.map(UserId);
         let (members, more) = self
             .ctx
             .app
             .list_team_members(&principal, id, after, size)
             .await?;
         let next_page_token = match (more, members.last()) {
-            (true, Some((user, _, _))) => page_token(user.id.0),
+            (true, Some((user, _, _))) => paging::encode("team_members", user.id.0),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListTeamMembersResponse {

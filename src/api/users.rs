@@ -1,11 +1,10 @@
 //! `roster.v1.UserService`.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{ApiContext, pb};
+use super::{ApiContext, paging, pb};
 use crate::{
     domain::{
         bulk::{BulkAction, BulkRequest, Selection},
@@ -384,15 +383,10 @@ fn filter(field: &str, filter: Option<pb::UserFilter>) -> Result<UserFilter> {
     })
 }
 
-/// What a page token carries: where the last page ended, and a fingerprint of the query so a
-/// token is not reused with other filters.
-#[derive(Serialize, Deserialize)]
-struct PageToken {
-    v: String,
-    i: uuid::Uuid,
-    f: String,
-}
+/// The listing's name in its page tokens.
+const USERS: &str = "users";
 
+/// A fingerprint of the query, so that a page token is not reused with other filters or order.
 fn fingerprint(filter: &UserFilter, order: UserOrder, descending: bool) -> String {
     let digest = Sha256::digest(format!("{filter:?}|{order:?}|{descending}").as_bytes());
     URL_SAFE_NO_PAD.encode(&digest[..12])
@@ -403,12 +397,15 @@ fn fingerprint(filter: &UserFilter, order: UserOrder, descending: bool) -> Strin
 pub fn default_listing_token_after(user_id: &str) -> Result<String> {
     let request = page_request(pb::ListUsersRequest::default())?;
     let id = uuid::Uuid::parse_str(user_id).map_err(|_| Error::invalid("user_id", "not a UUID"))?;
-    let token = PageToken {
-        v: String::new(),
-        i: id,
-        f: fingerprint(&request.filter, request.order, request.descending),
-    };
-    Ok(URL_SAFE_NO_PAD.encode(serde_json::to_vec(&token).map_err(Error::internal)?))
+    let query = fingerprint(&request.filter, request.order, request.descending);
+    Ok(paging::token(
+        USERS,
+        paging::After {
+            value: String::new(),
+            id,
+        },
+        &query,
+    ))
 }
 
 fn page_request(request: pb::ListUsersRequest) -> Result<UserPageRequest> {
@@ -420,38 +417,14 @@ fn page_request(request: pb::ListUsersRequest) -> Result<UserPageRequest> {
         Ok(pb::UserOrder::LastName) => UserOrder::LastName,
         Err(_) => return Err(Error::invalid("order_by", "unknown order")),
     };
-    let page_size = match request.page_size {
-        0 => 50,
-        size @ 1..=1000 => size as u64,
-        _ => {
-            return Err(Error::invalid(
-                "page_size",
-                "must be between 1 and 1000 (0 means 50)",
-            ));
-        }
-    };
+    let page_size = paging::page_size("page_size", request.page_size)?;
     let expected = fingerprint(&filter, order, request.descending);
-    let after = if request.page_token.is_empty() {
-        None
-    } else {
-        let token: PageToken = URL_SAFE_NO_PAD
-            .decode(&request.page_token)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .ok_or_else(|| {
-                Error::invalid("page_token", "is not a token from a previous response")
-            })?;
-        if token.f != expected {
-            return Err(Error::invalid(
-                "page_token",
-                "belongs to a request with other filters or order",
-            ));
+    let after = paging::after("page_token", USERS, &expected, &request.page_token)?.map(|after| {
+        UserCursor {
+            value: after.value,
+            id: UserId(after.id),
         }
-        Some(UserCursor {
-            value: token.v,
-            id: UserId(token.i),
-        })
-    };
+    });
     Ok(UserPageRequest {
         filter,
         order,
@@ -541,14 +514,14 @@ impl pb::user_service_server::UserService for UserApi {
             .list_users(&principal, page, include_total)
             .await?;
         let next_page_token = match (result.more, result.users.last()) {
-            (true, Some(last)) => {
-                let token = PageToken {
-                    v: order.sort_value(last),
-                    i: last.id.0,
-                    f: fingerprint,
-                };
-                URL_SAFE_NO_PAD.encode(serde_json::to_vec(&token).map_err(Error::internal)?)
-            }
+            (true, Some(last)) => paging::token(
+                USERS,
+                paging::After {
+                    value: order.sort_value(last),
+                    id: last.id.0,
+                },
+                &fingerprint,
+            ),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListUsersResponse {
@@ -919,7 +892,7 @@ mod proptests {
 
         #[test]
         fn a_page_token_of_another_listing_or_made_up_is_refused(token in text()) {
-            prop_assert!(clients_error(super::super::cursor::decode("page_token", "sessions", &token)));
+            prop_assert!(clients_error(super::super::paging::decode("page_token", "sessions", &token)));
         }
     }
 }
