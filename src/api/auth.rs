@@ -4,7 +4,10 @@ use tonic::{Request, Response, Status};
 
 use super::{ApiContext, convert::timestamp, pb};
 use crate::{
-    domain::auth::{LoginOutcome, SessionTokens, SignUp},
+    domain::{
+        auth::SignUp,
+        sign_in::{LoginOutcome, SessionTokens},
+    },
     model::{
         AccountName, Email, Error, Login, Password, PersonName, Result, TenantRef, Violations,
     },

@@ -8,17 +8,17 @@ use subtle::ConstantTimeEq;
 
 use super::{
     App,
-    lockout::{account_locked, network_allows},
+    lockout::network_allows,
     mail,
     policy::{Action, authorize},
-    tokens::{self, Grant, RevocationEvent, ip_not_allowed},
-    two_factor::Challenge,
+    sign_in::SessionTokens,
+    tokens::{self, RevocationEvent, ip_not_allowed},
 };
 use crate::{
     model::{
-        AccountName, ClientInfo, Email, Error, Login, NewActivity, Password, PersonName, Principal,
-        Result, SessionId, SessionRecord, Tenant, TenantId, TenantRef, User, UserId, UserStatus,
-        Username, slug_from_name,
+        AccountName, ClientInfo, Email, Error, NewActivity, Password, PersonName, Principal,
+        Result, SessionRecord, Tenant, TenantId, User, UserId, UserStatus, Username,
+        slug_from_name,
     },
     store::{self, Touched},
 };
@@ -45,36 +45,6 @@ pub struct SignedUp {
     pub user: User,
 }
 
-/// Tokens handed out at login and refresh.
-#[derive(Debug, Clone)]
-pub struct SessionTokens {
-    pub access_token: String,
-    pub access_token_expires_at: DateTime<Utc>,
-    pub refresh_token: String,
-    pub refresh_token_expires_at: DateTime<Utc>,
-    pub session_id: SessionId,
-    pub user: User,
-    /// The account requires two-factor authentication and the user has not enrolled: the
-    /// tokens work only for enrolling until they do.
-    pub two_factor_enrollment_required: bool,
-}
-
-/// What a right password leads to.
-#[derive(Debug, Clone)]
-pub enum LoginOutcome {
-    /// A session.
-    Session(SessionTokens),
-    /// Two-factor authentication is on: [`App::complete_login`] finishes with a code.
-    SecondFactorRequired(Challenge),
-}
-
-fn invalid_credentials() -> Error {
-    Error::unauthenticated(
-        "INVALID_CREDENTIALS",
-        "the account, login or password is wrong",
-    )
-}
-
 fn invalid_refresh() -> Error {
     Error::unauthenticated(
         "INVALID_REFRESH_TOKEN",
@@ -83,46 +53,6 @@ fn invalid_refresh() -> Error {
 }
 
 impl App {
-    /// What an access token for `user` in `session_id` carries.
-    pub(crate) async fn grant(
-        &self,
-        user: &User,
-        session_id: SessionId,
-        token_generation: i64,
-    ) -> Result<Grant> {
-        let enrollment_required = self.two_factor_enrollment_required(user).await?;
-        self.grant_with(user, session_id, token_generation, enrollment_required)
-            .await
-    }
-
-    /// [`App::grant`] when the caller knows already whether two-factor enrolment is required.
-    async fn grant_with(
-        &self,
-        user: &User,
-        session_id: SessionId,
-        token_generation: i64,
-        two_factor_enrollment_required: bool,
-    ) -> Result<Grant> {
-        Ok(Grant {
-            tenant_id: user.tenant_id,
-            user_id: user.id,
-            session_id,
-            roles: user.roles.clone(),
-            permissions: self
-                .permissions_for(user.tenant_id, &user.roles, user.is_owner)
-                .await?,
-            is_owner: user.is_owner,
-            password_change_required: user.password_change_required,
-            token_generation,
-            allowed_networks: user
-                .dialer_profile
-                .as_ref()
-                .filter(|profile| profile.extended_ip_acl)
-                .map(|profile| profile.allowed_networks.clone()),
-            two_factor_enrollment_required,
-        })
-    }
-
     /// Creates an account and its owner, and mails the activation link.
     pub async fn sign_up(&self, request: SignUp, client: &ClientInfo) -> Result<SignedUp> {
         let password_hash = self.passwords.hash(request.password.expose()).await?;
@@ -306,195 +236,6 @@ impl App {
         store::users::get(self.store.db(), found.tenant_id, found.user_id)
             .await?
             .ok_or(Error::NotFound("user"))
-    }
-
-    /// Verifies credentials and opens a session, or, for a user with two-factor authentication
-    /// on, issues the challenge that [`App::complete_login`] finishes. Unknown accounts, unknown
-    /// users and wrong passwords get the same answer after the same amount of hashing work, and
-    /// lock the same way after as many failures.
-    pub async fn login(
-        &self,
-        tenant: &TenantRef,
-        login: &Login,
-        password: &str,
-        client: &ClientInfo,
-    ) -> Result<LoginOutcome> {
-        let db = self.store.db();
-        let account = store::tenants::find(db, tenant).await?;
-        let found = match &account {
-            Some(account) => store::users::find_by_login(db, account, login)
-                .await?
-                .map(|credentials| (account, credentials)),
-            None => None,
-        };
-        let stored_hash = found.as_ref().and_then(|(_, c)| c.password_hash.as_deref());
-        let verification = self.passwords.verify(password, stored_hash).await?;
-        let Some((account, credentials)) = found else {
-            let now = self.clock.now();
-            let locked = self.guard.unknown_locked(tenant, login, now)
-                || self.guard.fail_unknown(
-                    tenant,
-                    login,
-                    now,
-                    self.policies.lockout_threshold,
-                    self.policies.lockout_cooldown,
-                );
-            return Err(if locked {
-                account_locked()
-            } else {
-                invalid_credentials()
-            });
-        };
-        let generation = credentials.token_generation;
-        let mut user = credentials.user;
-        // A locked user is refused whatever the password, so that guessing gets nowhere.
-        if self.is_locked(&user).await? {
-            return Err(account_locked());
-        }
-        if user.status == UserStatus::Locked {
-            // The cool-down has passed: is_locked lifted the lock.
-            user.status = UserStatus::Active;
-        }
-        if !verification.matches {
-            self.record(
-                db,
-                NewActivity::on_user(user.tenant_id, None, "auth.login_failed", user.id, client),
-            )
-            .await?;
-            return Err(if self.count_failure(&user, client).await? {
-                account_locked()
-            } else {
-                invalid_credentials()
-            });
-        }
-        match user.status {
-            UserStatus::Active | UserStatus::Locked => {}
-            UserStatus::PendingConfirmation => {
-                return Err(Error::precondition(
-                    "ACCOUNT_PENDING_CONFIRMATION",
-                    "the account is not activated yet: follow the link in the activation email",
-                ));
-            }
-            UserStatus::Inactive => {
-                return Err(Error::precondition(
-                    "ACCOUNT_INACTIVE",
-                    "the account has been deactivated",
-                ));
-            }
-        }
-        if !network_allows(&user, client) {
-            self.record(
-                db,
-                NewActivity::on_user(
-                    user.tenant_id,
-                    None,
-                    "auth.login_refused_network",
-                    user.id,
-                    client,
-                ),
-            )
-            .await?;
-            return Err(ip_not_allowed());
-        }
-        let flags = store::lockouts::sign_in_flags(db, user.tenant_id, user.id).await?;
-        if flags.failures {
-            store::lockouts::clear(db, user.tenant_id, user.id).await?;
-        }
-        let rehash = if verification.needs_rehash {
-            Some(self.passwords.hash(password).await?)
-        } else {
-            None
-        };
-        let now = self.clock.now();
-        if flags.two_factor {
-            if let Some(hash) = &rehash {
-                store::users::set_password_hash(
-                    db,
-                    user.tenant_id,
-                    user.id,
-                    hash,
-                    user.password_change_required,
-                    now,
-                )
-                .await?;
-                self.store.wrote();
-            }
-            return Ok(LoginOutcome::SecondFactorRequired(
-                self.issue_challenge(&user).await?,
-            ));
-        }
-        let tx = self.change().await?;
-        if let Some(hash) = &rehash {
-            store::users::set_password_hash(
-                &tx,
-                user.tenant_id,
-                user.id,
-                hash,
-                user.password_change_required,
-                now,
-            )
-            .await?;
-        }
-        store::users::set_last_login(&tx, user.tenant_id, user.id, now).await?;
-        // Without a second factor of their own, the account's requirement means enrolling first.
-        let enrollment_required = account.require_two_factor;
-        let tokens = self
-            .open_session(&tx, &user, generation, enrollment_required, client)
-            .await?;
-        self.record(
-            &tx,
-            NewActivity::on_user(user.tenant_id, Some(user.id), "auth.login", user.id, client)
-                .with_details(json!({ "session_id": tokens.session_id.to_string() })),
-        )
-        .await?;
-        tx.touching(Touched::Users(user.tenant_id, vec![user.id]));
-        self.commit(tx).await?;
-        Ok(LoginOutcome::Session(SessionTokens {
-            user: User {
-                last_login_at: Some(now),
-                ..tokens.user
-            },
-            ..tokens
-        }))
-    }
-
-    pub(crate) async fn open_session(
-        &self,
-        tx: &super::change::Change,
-        user: &User,
-        generation: i64,
-        two_factor_enrollment_required: bool,
-        client: &ClientInfo,
-    ) -> Result<SessionTokens> {
-        let now = self.clock.now();
-        let session_id = SessionId::new();
-        let refresh_token = self.tokens.refresh_token(session_id);
-        let record = SessionRecord {
-            id: session_id,
-            tenant_id: user.tenant_id,
-            user_id: user.id,
-            refresh_token_hash: tokens::token_hash(&refresh_token),
-            previous_refresh_token_hash: None,
-            client: client.clone(),
-            created_at: now,
-            last_used_at: now,
-            expires_at: now + self.policies.refresh_ttl,
-            revoked_at: None,
-        };
-        store::sessions::insert(tx, &record).await?;
-        let grant = self
-            .grant_with(user, session_id, generation, two_factor_enrollment_required)
-            .await?;
-        let (access_token, access_token_expires_at) = self.tokens.issue(&grant, now);
-        Ok(SessionTokens {
-            access_token,
-            access_token_expires_at,
-            refresh_token,
-            refresh_token_expires_at: record.expires_at,
-            session_id,
-            user: user.clone(),
-            two_factor_enrollment_required: grant.two_factor_enrollment_required,
-        })
     }
 
     /// Rotates a refresh token. A token that was already used ends its session (it was stolen,

@@ -10,15 +10,9 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{
-    App,
-    policy::{self, UserAction},
-};
+use super::App;
 use crate::{
-    model::{
-        ClientInfo, Error, Login, NewActivity, Principal, Result, TenantRef, User, UserId,
-        UserStatus,
-    },
+    model::{ClientInfo, Error, Login, NewActivity, Result, TenantRef, User, UserStatus},
     store,
 };
 
@@ -208,47 +202,6 @@ impl App {
             store::lockouts::clear(db, user.tenant_id, user.id).await?;
         }
         Ok(())
-    }
-
-    /// Lifts the lockout of a LOCKED user (admins and the owner).
-    pub async fn unlock_user(
-        &self,
-        principal: &Principal,
-        user_id: UserId,
-        client: &ClientInfo,
-    ) -> Result<User> {
-        let target = self.target(principal.tenant_id, user_id).await?;
-        policy::authorize_on_user(principal, UserAction::Unlock, &target, None)?;
-        if target.status != UserStatus::Locked {
-            return Err(Error::precondition(
-                "USER_NOT_LOCKED",
-                "the user is not locked",
-            ));
-        }
-        let now = self.clock.now();
-        let tx = self.change().await?;
-        store::users::set_status(
-            &tx,
-            principal.tenant_id,
-            &[user_id],
-            UserStatus::Active,
-            now,
-        )
-        .await?;
-        store::lockouts::clear(&tx, principal.tenant_id, user_id).await?;
-        self.record(
-            &tx,
-            NewActivity::on_user(
-                principal.tenant_id,
-                Some(principal.user_id),
-                "user.unlocked",
-                user_id,
-                client,
-            ),
-        )
-        .await?;
-        self.commit(tx).await?;
-        self.target(principal.tenant_id, user_id).await
     }
 }
 

@@ -22,16 +22,11 @@ use totp_rs::{Algorithm, TOTP};
 
 use super::{
     App,
-    auth::SessionTokens,
-    lockout::account_locked,
     policy::{self, Action, UserAction, authorize},
     sealing::{SecretBox, row_binding},
-    tokens::{self, ip_not_allowed},
 };
 use crate::{
-    model::{
-        ClientInfo, Error, NewActivity, Principal, Result, TenantId, User, UserId, UserStatus,
-    },
+    model::{ClientInfo, Error, NewActivity, Principal, Result, TenantId, User, UserId},
     store,
 };
 
@@ -49,24 +44,15 @@ pub const BACKUP_CODE_COUNT: usize = 10;
 const BACKUP_CODE_LEN: usize = 10;
 /// No 0/o, no 1/l: codes are read off paper.
 const BACKUP_ALPHABET: &[u8; 32] = b"abcdefghijkmnpqrstuvwxyz23456789";
-/// Purpose of the mailed-token table rows that carry login challenges.
-pub const PURPOSE_LOGIN_CHALLENGE: &str = "login_challenge";
 /// Label of the key that seals TOTP secrets.
 const SECRET_KEY_PURPOSE: &str = "two-factor secrets v1";
 /// Label of the key that hashes backup codes.
 const BACKUP_KEY_PURPOSE: &str = "two-factor backup codes v1";
 
-fn invalid_code() -> Error {
+pub(crate) fn invalid_code() -> Error {
     Error::unauthenticated(
         "INVALID_CODE",
         "the code is wrong, has expired or was already used",
-    )
-}
-
-fn invalid_challenge() -> Error {
-    Error::unauthenticated(
-        "INVALID_CHALLENGE",
-        "the login challenge is invalid, used or expired: log in again",
     )
 }
 
@@ -176,7 +162,7 @@ pub enum SecondFactor {
 }
 
 impl SecondFactor {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Totp => "totp",
             Self::BackupCode => "backup_code",
@@ -211,14 +197,6 @@ pub struct TwoFactorStatus {
     pub required_by_account: bool,
 }
 
-/// The challenge of the password step of a two-factor login.
-#[derive(Debug, Clone)]
-pub struct Challenge {
-    pub token: String,
-    pub expires_at: DateTime<Utc>,
-    pub user: User,
-}
-
 impl App {
     fn secret_box(&self) -> Result<SecretBox> {
         SecretBox::new(&self.tokens.derive_key(SECRET_KEY_PURPOSE))
@@ -236,23 +214,6 @@ impl App {
             .filter_map(|code| normalize_backup_code(code))
             .map(|code| backup_code_hash(&key, tenant_id, user_id, &code))
             .collect()
-    }
-
-    /// Whether `user` has confirmed two-factor authentication.
-    pub(crate) async fn has_two_factor(&self, user: &User) -> Result<bool> {
-        Ok(
-            store::two_factor::get(self.store.db(), user.tenant_id, user.id)
-                .await?
-                .is_some_and(|enrolment| enrolment.confirmed_at.is_some()),
-        )
-    }
-
-    /// Whether `user`'s account requires two-factor authentication they have not set up yet.
-    pub(crate) async fn two_factor_enrollment_required(&self, user: &User) -> Result<bool> {
-        if !store::tenants::requires_two_factor(self.store.db(), user.tenant_id).await? {
-            return Ok(false);
-        }
-        Ok(!self.has_two_factor(user).await?)
     }
 
     /// Checks (and spends) a second factor of `user`: a current TOTP code whose step was not used
@@ -429,22 +390,6 @@ impl App {
         })
     }
 
-    /// A fresh access token for the principal's session, with what is true of the user now.
-    async fn reissue(&self, principal: &Principal) -> Result<(String, DateTime<Utc>)> {
-        let credentials =
-            store::users::get_credentials(self.store.db(), principal.tenant_id, principal.user_id)
-                .await?
-                .ok_or_else(Error::caller_gone)?;
-        let grant = self
-            .grant(
-                &credentials.user,
-                principal.session_id,
-                credentials.token_generation,
-            )
-            .await?;
-        Ok(self.tokens.issue(&grant, self.clock.now()))
-    }
-
     /// Turns the caller's two-factor authentication off, with a current code or a backup code.
     pub async fn disable_two_factor(
         &self,
@@ -608,141 +553,6 @@ impl App {
         tx.revoke_users(revoked, self.clock.now());
         self.commit(tx).await?;
         Ok(sessions.len() as u64)
-    }
-
-    /// Whether the account requires two-factor authentication (users.read).
-    pub async fn security_settings(&self, principal: &Principal) -> Result<bool> {
-        authorize(principal, Action::ReadSecuritySettings)?;
-        store::tenants::requires_two_factor(self.store.db(), principal.tenant_id).await
-    }
-
-    /// Changes the account's two-factor requirement (the owner). Users without an enrolment are
-    /// held to it from their next login or refresh.
-    pub async fn set_two_factor_requirement(
-        &self,
-        principal: &Principal,
-        required: bool,
-        client: &ClientInfo,
-    ) -> Result<bool> {
-        authorize(principal, Action::ChangeSecuritySettings)?;
-        let tx = self.change().await?;
-        store::tenants::set_requires_two_factor(&tx, principal.tenant_id, required).await?;
-        self.record(
-            &tx,
-            NewActivity {
-                tenant_id: principal.tenant_id,
-                actor: Some(principal.user_id),
-                action: "account.security_settings_changed",
-                target_type: Some("account"),
-                target_id: Some(principal.tenant_id.0),
-                client: client.clone(),
-                details: json!({ "require_two_factor": required }),
-            },
-        )
-        .await?;
-        self.commit(tx).await?;
-        Ok(required)
-    }
-
-    /// Issues the challenge of a two-factor login after a right password.
-    pub(crate) async fn issue_challenge(&self, user: &User) -> Result<Challenge> {
-        let now = self.clock.now();
-        let token = tokens::random_secret();
-        let expires_at = now + self.policies.challenge_ttl;
-        store::tokens::insert(
-            self.store.db(),
-            user.tenant_id,
-            user.id,
-            PURPOSE_LOGIN_CHALLENGE,
-            &tokens::token_hash(&token),
-            now,
-            expires_at,
-        )
-        .await?;
-        Ok(Challenge {
-            token,
-            expires_at,
-            user: user.clone(),
-        })
-    }
-
-    /// The second step of a two-factor login: the challenge of the password step and a code.
-    pub async fn complete_login(
-        &self,
-        challenge: &str,
-        code: &str,
-        client: &ClientInfo,
-    ) -> Result<SessionTokens> {
-        let db = self.store.db();
-        let now = self.clock.now();
-        let found = store::tokens::find_by_hash(db, &tokens::token_hash(challenge.trim()))
-            .await?
-            .filter(|token| token.purpose == PURPOSE_LOGIN_CHALLENGE)
-            .filter(|token| token.used_at.is_none() && token.expires_at > now)
-            .ok_or_else(invalid_challenge)?;
-        let credentials = store::users::get_credentials(db, found.tenant_id, found.user_id)
-            .await?
-            .ok_or_else(invalid_challenge)?;
-        let generation = credentials.token_generation;
-        let user = credentials.user;
-        if self.is_locked(&user).await? {
-            return Err(account_locked());
-        }
-        if !matches!(user.status, UserStatus::Active | UserStatus::Locked) {
-            return Err(invalid_challenge());
-        }
-        if !super::lockout::network_allows(&user, client) {
-            return Err(ip_not_allowed());
-        }
-        let Some(factor) = self.check_second_factor(&user, code).await? else {
-            self.record(
-                db,
-                NewActivity::on_user(
-                    user.tenant_id,
-                    None,
-                    "auth.second_factor_failed",
-                    user.id,
-                    client,
-                ),
-            )
-            .await?;
-            return Err(if self.count_failure(&user, client).await? {
-                account_locked()
-            } else {
-                invalid_code()
-            });
-        };
-        let user = User {
-            status: UserStatus::Active,
-            ..user
-        };
-        let tx = self.change().await?;
-        if !store::tokens::mark_used(&tx, found.id, now).await? {
-            return Err(invalid_challenge());
-        }
-        store::users::set_last_login(&tx, user.tenant_id, user.id, now).await?;
-        let enrollment_required = self.two_factor_enrollment_required(&user).await?;
-        let tokens = self
-            .open_session(&tx, &user, generation, enrollment_required, client)
-            .await?;
-        self.record(
-            &tx,
-            NewActivity::on_user(user.tenant_id, Some(user.id), "auth.login", user.id, client)
-                .with_details(json!({
-                    "session_id": tokens.session_id.to_string(),
-                    "second_factor": factor.as_str(),
-                })),
-        )
-        .await?;
-        self.commit(tx).await?;
-        self.clear_failures(&user).await?;
-        Ok(SessionTokens {
-            user: User {
-                last_login_at: Some(now),
-                ..tokens.user
-            },
-            ..tokens
-        })
     }
 }
 
