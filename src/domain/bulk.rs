@@ -258,11 +258,25 @@ impl App {
                 revoked = targets.iter().map(|id| (*id, i64::MAX)).collect();
             }
             BulkAction::AssignRoles(roles) => {
-                store::users::add_roles(&tx, tenant_id, &targets, roles).await?;
+                store::users::add_labels(
+                    &tx,
+                    store::users::Label::Role,
+                    tenant_id,
+                    &targets,
+                    roles,
+                )
+                .await?;
                 store::users::mark_roles_changed(&tx, tenant_id, &targets, now).await?;
             }
             BulkAction::UnassignRoles(roles) => {
-                store::users::remove_roles(&tx, tenant_id, &targets, roles).await?;
+                store::users::remove_labels(
+                    &tx,
+                    store::users::Label::Role,
+                    tenant_id,
+                    &targets,
+                    roles,
+                )
+                .await?;
                 store::users::mark_roles_changed(&tx, tenant_id, &targets, now).await?;
             }
             BulkAction::AssignTeams(teams, role) => {
@@ -283,10 +297,18 @@ impl App {
                 }
             }
             BulkAction::AssignTags(tags) => {
-                store::users::add_tags(&tx, tenant_id, &targets, tags).await?
+                store::users::add_labels(&tx, store::users::Label::Tag, tenant_id, &targets, tags)
+                    .await?
             }
             BulkAction::UnassignTags(tags) => {
-                store::users::remove_tags(&tx, tenant_id, &targets, tags).await?
+                store::users::remove_labels(
+                    &tx,
+                    store::users::Label::Tag,
+                    tenant_id,
+                    &targets,
+                    tags,
+                )
+                .await?
             }
         }
         if affected == 0 {

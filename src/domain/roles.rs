@@ -420,7 +420,14 @@ impl App {
                 "the user's roles changed while the call ran".into(),
             ));
         }
-        store::users::set_roles(&tx, principal.tenant_id, target.id, &roles).await?;
+        store::users::replace_labels(
+            &tx,
+            store::users::Label::Role,
+            principal.tenant_id,
+            target.id,
+            &roles,
+        )
+        .await?;
         store::users::mark_roles_changed(&tx, principal.tenant_id, &[target.id], now).await?;
         self.record(
             &tx,

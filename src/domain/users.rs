@@ -466,11 +466,25 @@ impl App {
             self.change_email(&tx, &target, email, self_service).await?;
         }
         if roles_changed {
-            store::users::set_roles(&tx, principal.tenant_id, user_id, &updated.roles).await?;
+            store::users::replace_labels(
+                &tx,
+                store::users::Label::Role,
+                principal.tenant_id,
+                user_id,
+                &updated.roles,
+            )
+            .await?;
             store::users::mark_roles_changed(&tx, principal.tenant_id, &[user_id], now).await?;
         }
         if let Some(tags) = &patch.tags {
-            store::users::set_tags(&tx, principal.tenant_id, user_id, tags).await?;
+            store::users::replace_labels(
+                &tx,
+                store::users::Label::Tag,
+                principal.tenant_id,
+                user_id,
+                tags,
+            )
+            .await?;
         }
         // The allowed networks travel inside access tokens: a changed IP ACL ends the user's
         // sessions and tokens at once (refresh tokens included), so nothing issued under the
@@ -829,7 +843,14 @@ impl App {
         let mut revoked = Vec::new();
         match &former_owner {
             FormerOwner::Roles(roles) => {
-                store::users::set_roles(&tx, principal.tenant_id, former.id, roles).await?;
+                store::users::replace_labels(
+                    &tx,
+                    store::users::Label::Role,
+                    principal.tenant_id,
+                    former.id,
+                    roles,
+                )
+                .await?;
                 revoked = store::users::bump_token_generation(
                     &tx,
                     principal.tenant_id,

@@ -39,68 +39,8 @@ impl Label {
     }
 }
 
-/// Replaces a user's roles.
-pub async fn set_roles(
-    db: &impl Conn,
-    tenant_id: TenantId,
-    user_id: UserId,
-    roles: &[String],
-) -> Result<()> {
-    replace_labels(db, Label::Role, tenant_id, user_id, roles).await
-}
-
-/// Replaces a user's tags.
-pub async fn set_tags(
-    db: &impl Conn,
-    tenant_id: TenantId,
-    user_id: UserId,
-    tags: &[String],
-) -> Result<()> {
-    replace_labels(db, Label::Tag, tenant_id, user_id, tags).await
-}
-
-/// Gives many users `roles` (passing over those they hold).
-pub async fn add_roles(
-    db: &impl Conn,
-    tenant_id: TenantId,
-    ids: &[UserId],
-    roles: &[String],
-) -> Result<()> {
-    add_to_users(db, Label::Role, tenant_id, ids, roles).await
-}
-
-/// Adds tags to many users (skipping those they have).
-pub async fn add_tags(
-    db: &impl Conn,
-    tenant_id: TenantId,
-    ids: &[UserId],
-    tags: &[String],
-) -> Result<()> {
-    add_to_users(db, Label::Tag, tenant_id, ids, tags).await
-}
-
-/// Removes `roles` from many users.
-pub async fn remove_roles(
-    db: &impl Conn,
-    tenant_id: TenantId,
-    ids: &[UserId],
-    roles: &[String],
-) -> Result<()> {
-    remove_from_users(db, Label::Role, tenant_id, ids, roles).await
-}
-
-/// Removes tags from many users.
-pub async fn remove_tags(
-    db: &impl Conn,
-    tenant_id: TenantId,
-    ids: &[UserId],
-    tags: &[String],
-) -> Result<()> {
-    remove_from_users(db, Label::Tag, tenant_id, ids, tags).await
-}
-
 /// Replaces one user's labels of a kind with `values`.
-async fn replace_labels(
+pub async fn replace_labels(
     db: &impl Conn,
     label: Label,
     tenant_id: TenantId,
@@ -113,11 +53,11 @@ async fn replace_labels(
         .and_where(Expr::col(Alias::new("tenant_id")).eq(tenant_id.0))
         .and_where(Expr::col(Alias::new("user_id")).eq(user_id.0));
     db.execute(&delete).await?;
-    add_to_users(db, label, tenant_id, &[user_id], values).await
+    add_labels(db, label, tenant_id, &[user_id], values).await
 }
 
 /// Takes `values` of a kind from many users, a chunk of users per statement.
-async fn remove_from_users(
+pub async fn remove_labels(
     db: &impl Conn,
     label: Label,
     tenant_id: TenantId,
@@ -153,7 +93,7 @@ async fn remove_from_users(
 /// Gives each of the users each of `values` of a kind, passing over the pairs already there:
 /// one `INSERT ... ON CONFLICT DO NOTHING` per chunk, which the primary key checks as it
 /// inserts (no read first).
-async fn add_to_users(
+pub async fn add_labels(
     db: &impl Conn,
     label: Label,
     tenant_id: TenantId,

@@ -52,9 +52,9 @@ pub async fn insert(db: &impl Conn, new: &NewUser) -> Result<()> {
         .exec_without_returning(db)
         .await?;
     let user = &new.user;
-    set_roles(db, user.tenant_id, user.id, &user.roles).await?;
+    replace_labels(db, Label::Role, user.tenant_id, user.id, &user.roles).await?;
     if !user.tags.is_empty() {
-        add_tags(db, user.tenant_id, &[user.id], &user.tags).await?;
+        add_labels(db, Label::Tag, user.tenant_id, &[user.id], &user.tags).await?;
     }
     Ok(())
 }
