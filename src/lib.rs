@@ -4,7 +4,6 @@
 //! (database), all speaking the vocabulary of [`model`].
 
 pub mod api;
-pub mod bench;
 pub mod config;
 pub mod domain;
 pub mod import_command;

@@ -1,4 +1,5 @@
-//! The `roster` command: serve (default), migrate, descriptor, bench, import.
+//! The `roster` command: serve (default), migrate, descriptor, import. The load generator is a
+//! program of its own (`roster-bench`, in `bench/`).
 
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
@@ -38,8 +39,6 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Drive load at a server (started here unless --addr); print throughput, latency, memory.
-    Bench(roster::bench::BenchArgs),
     /// Create users from a CSV file through a running server's ImportUsers.
     Import(roster::import_command::ImportArgs),
 }
@@ -57,9 +56,6 @@ fn main() -> ExitCode {
     }
     if let Some(Command::Import(args)) = &cli.command {
         return roster::import_command::run(args);
-    }
-    if let Some(Command::Bench(args)) = &cli.command {
-        return roster::bench::run(args);
     }
     let settings = match Settings::try_from(cli.settings) {
         Ok(settings) => settings,

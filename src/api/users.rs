@@ -393,7 +393,7 @@ fn fingerprint(filter: &UserFilter, order: UserOrder, descending: bool) -> Strin
 }
 
 /// The page token that continues the default listing (no filter, oldest first) after the user
-/// `user_id`: `roster bench` starts deep in a large account with it instead of paging there.
+/// `user_id`: `roster-bench` starts deep in a large account with it instead of paging there.
 pub fn default_listing_token_after(user_id: &str) -> Result<String> {
     let request = page_request(pb::ListUsersRequest::default())?;
     let id = uuid::Uuid::parse_str(user_id).map_err(|_| Error::invalid("user_id", "not a UUID"))?;

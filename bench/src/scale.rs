@@ -1,4 +1,4 @@
-//! The large-account part of `roster bench` (`--users N`): seeds an account through ImportUsers,
+//! The large-account part of `roster-bench` (`--users N`): seeds an account through ImportUsers,
 //! then times what the UserService issue asks for at that size: GetUser and a deep ListUsers page
 //! (driven like the other RPCs, see [`super::Rpc`]), importing invitation rows, and deactivating
 //! users by a filter, with their sessions refused on the next call.
@@ -11,8 +11,8 @@ use std::{
 use anyhow::{Context as _, bail};
 use tonic::{Request, transport::Channel};
 
-use super::{Fixture, PASSWORD};
-use crate::{
+use crate::run::{Fixture, PASSWORD};
+use roster::{
     api::pb::{
         self, auth_service_client::AuthServiceClient, user_service_client::UserServiceClient,
     },
@@ -185,7 +185,7 @@ pub async fn prepare(
         .users
         .pop()
         .context("the deep user was not found")?;
-    let deep_page_token = crate::api::default_listing_token_after(&deep_user.id)?;
+    let deep_page_token = roster::api::default_listing_token_after(&deep_user.id)?;
 
     // Each user of the working set read once: none of them is cached yet.
     let started = Instant::now();

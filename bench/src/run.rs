@@ -1,4 +1,4 @@
-//! Load generator (`roster bench`).
+//! The load generator's run: the server, the fixture, the phases and the report.
 //!
 //! Starts the server as a child process (or targets a running one with `--addr`), measures start
 //! to SERVING on a new and on an existing database, signs up and activates an account through the
@@ -12,10 +12,7 @@
 //! could not run (or a call failed).
 //!
 //! With `--users N` it also seeds an account of N users and measures the UserService at that
-//! size (see [`scale`]).
-
-mod enumeration;
-mod scale;
+//! size (see [`crate::scale`]).
 
 use std::{
     fmt::Write as _,
@@ -37,7 +34,7 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::{
+use roster::{
     api::pb::{
         self, auth_service_client::AuthServiceClient, user_service_client::UserServiceClient,
     },
@@ -46,7 +43,7 @@ use crate::{
 };
 
 /// Password of the account the bench signs up.
-const PASSWORD: &str = "Bench-Passw0rd-42";
+pub(crate) const PASSWORD: &str = "Bench-Passw0rd-42";
 /// Longest wait for a server to answer SERVING.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait for the activation email.
@@ -55,9 +52,13 @@ const MAIL_TIMEOUT: Duration = Duration::from_secs(15);
 /// architecture's userspace ABI).
 const TICKS_PER_SECOND: f64 = 100.0;
 
-/// Options of `roster bench`.
+/// Options of `roster-bench`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
+    /// The `roster` executable to start (default: the one beside this program, as cargo builds
+    /// both into one target folder).
+    #[arg(long, conflicts_with = "addr")]
+    pub server: Option<PathBuf>,
     /// Bench the server already listening here instead of starting one (start it with a high
     /// ROSTER_LOGIN_RATE_PER_MINUTE: every call comes from this one address).
     #[arg(long)]
@@ -133,18 +134,18 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("roster bench: cannot start the runtime: {err}");
+            eprintln!("roster-bench: cannot start the runtime: {err}");
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(bench(args.clone())) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
-            eprintln!("roster bench: some calls failed (see the errors column)");
+            eprintln!("roster-bench: some calls failed (see the errors column)");
             ExitCode::FAILURE
         }
         Err(err) => {
-            eprintln!("roster bench: {err:#}");
+            eprintln!("roster-bench: {err:#}");
             ExitCode::FAILURE
         }
     }
@@ -184,14 +185,14 @@ impl Rpc {
 }
 
 /// What the calls need: the signed-up account's credentials and a valid access token.
-struct Fixture {
-    access_token: String,
-    bearer: MetadataValue<Ascii>,
-    login: pb::LoginRequest,
+pub(crate) struct Fixture {
+    pub(crate) access_token: String,
+    pub(crate) bearer: MetadataValue<Ascii>,
+    pub(crate) login: pb::LoginRequest,
     /// GetUser cycles through these (with `--users`).
-    user_ids: Vec<String>,
+    pub(crate) user_ids: Vec<String>,
     /// Where the deep ListUsers page starts (with `--users`).
-    deep_page_token: String,
+    pub(crate) deep_page_token: String,
 }
 
 /// One RPC's measurement, summed over rounds.
@@ -313,7 +314,10 @@ async fn bench(args: BenchArgs) -> anyhow::Result<bool> {
             description: format!("{addr} (already running)"),
         },
         None => {
-            let exe = std::env::current_exe().context("locating the roster executable")?;
+            let exe = match &args.server {
+                Some(exe) => exe.clone(),
+                None => server_beside_this_program()?,
+            };
             let (database_url, first) = match &args.database_url {
                 Some(url) => (url.clone(), "first start"),
                 None => (
@@ -356,7 +360,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<bool> {
     let channels = connect(target.addr, args.connections).await?;
     let mut fixture = setup(&channels[0], &target.mail_dir).await?;
     let prepared = if args.users > 0 {
-        let prepared = scale::prepare(
+        let prepared = crate::scale::prepare(
             &channels[0],
             &fixture,
             args.users,
@@ -415,7 +419,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<bool> {
         }
     }
     let enumeration = if args.enumeration_calls > 0 {
-        Some(enumeration::probe(&channels[0], &fixture.login, args.enumeration_calls).await?)
+        Some(crate::enumeration::probe(&channels[0], &fixture.login, args.enumeration_calls).await?)
     } else {
         None
     };
@@ -424,7 +428,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<bool> {
     memory.threads = target.pid.and_then(|pid| proc_status(pid, "Threads"));
     let timed = match &prepared {
         Some(prepared) => Some(
-            scale::timed(
+            crate::scale::timed(
                 &channels[0],
                 &fixture,
                 prepared,
@@ -441,7 +445,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<bool> {
         && let Err(err) = process.stop().await
     {
         // The measurements stand; say so after them.
-        eprintln!("roster bench: {err:#}");
+        eprintln!("roster-bench: {err:#}");
     }
 
     let report = Report {
@@ -460,6 +464,19 @@ async fn bench(args: BenchArgs) -> anyhow::Result<bool> {
     };
     print!("{}", report.render());
     Ok(phases.iter().all(|phase| phase.errors == 0))
+}
+
+/// `roster` in the folder of this program.
+fn server_beside_this_program() -> anyhow::Result<PathBuf> {
+    let this = std::env::current_exe().context("locating roster-bench")?;
+    let exe = this.with_file_name(format!("roster{}", std::env::consts::EXE_SUFFIX));
+    if !exe.exists() {
+        bail!(
+            "{} does not exist: build it (cargo build --release) or give --server",
+            exe.display()
+        );
+    }
+    Ok(exe)
 }
 
 /// How to start the server as a child process.
@@ -877,7 +894,10 @@ async fn call(
                 .cloned()
                 .ok_or("no users to read")?;
             users
-                .get_user(scale::authed(pb::GetUserRequest { user_id }, fixture))
+                .get_user(crate::scale::authed(
+                    pb::GetUserRequest { user_id },
+                    fixture,
+                ))
                 .await
                 .map_err(status)?;
         }
@@ -888,7 +908,7 @@ async fn call(
                 String::new()
             };
             let page = users
-                .list_users(scale::authed(
+                .list_users(crate::scale::authed(
                     pb::ListUsersRequest {
                         page_size: 50,
                         page_token,
@@ -1036,9 +1056,9 @@ struct Report<'a> {
     /// Load averages before and after the run, to judge how noisy the machine was.
     load: (Option<String>, Option<String>),
     /// The large account (`--users`).
-    prepared: Option<&'a scale::Prepared>,
-    timed: Option<&'a scale::Timed>,
-    enumeration: Option<&'a [enumeration::Comparison]>,
+    prepared: Option<&'a crate::scale::Prepared>,
+    timed: Option<&'a crate::scale::Timed>,
+    enumeration: Option<&'a [crate::enumeration::Comparison]>,
 }
 
 /// Met, missed, or not measured in this run.
@@ -1117,7 +1137,7 @@ impl Report<'_> {
             format!("{}-thread runtime", args.client_threads)
         };
         let na = || "n/a".to_owned();
-        let _ = writeln!(out, "roster bench");
+        let _ = writeln!(out, "roster-bench");
         let _ = writeln!(out, "  server:   {}", self.target.description);
         let _ = writeln!(
             out,
@@ -1241,11 +1261,11 @@ impl Report<'_> {
             );
         }
         if let Some(comparisons) = self.enumeration {
-            let _ = write!(out, "{}", enumeration::render(comparisons));
+            let _ = write!(out, "{}", crate::enumeration::render(comparisons));
         }
         if let Some(prepared) = self.prepared {
             let _ = writeln!(out);
-            let _ = write!(out, "{}", scale::render(prepared, self.timed));
+            let _ = write!(out, "{}", crate::scale::render(prepared, self.timed));
             if let (Some(first), Some(deep)) = (
                 self.phase(Rpc::ListFirstPage),
                 self.phase(Rpc::ListDeepPage),
@@ -1326,7 +1346,7 @@ impl Report<'_> {
             }
             if let Some(timed) = self.timed {
                 for (met, target, value) in
-                    scale::targets(timed, args.invitations, args.deactivate.min(args.users))
+                    crate::scale::targets(timed, args.invitations, args.deactivate.min(args.users))
                 {
                     let _ = writeln!(out, "  {}  {target:<48} {value}", verdict(met));
                 }

@@ -4,8 +4,8 @@
 
 use std::{fmt::Write as _, time::Instant};
 
-use crate::api::pb::{self, auth_service_client::AuthServiceClient};
 use anyhow::Context;
+use roster::api::pb::{self, auth_service_client::AuthServiceClient};
 use tonic::transport::Channel;
 
 /// One comparison: the same call about an existing and about an unknown user.
