@@ -3,6 +3,7 @@
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
+use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::AsyncReadExt;
 
@@ -83,7 +84,9 @@ pub fn run(args: &ImportArgs) -> ExitCode {
 }
 
 async fn import(args: &ImportArgs) -> anyhow::Result<pb::ImportUsersResponse> {
-    let mut file = tokio::fs::File::open(&args.file).await?;
+    let mut file = tokio::fs::File::open(&args.file)
+        .await
+        .with_context(|| format!("cannot open {}", args.file.display()))?;
     let size = file.metadata().await?.len();
     let progress = ProgressBar::new(size);
     progress.set_style(

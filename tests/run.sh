@@ -181,7 +181,7 @@ echo "roster tests: $(cargo --version), CI=$CI"
 
 step "cargo fmt --check" no cargo fmt --all -- --check --color never
 step "cargo clippy -D warnings" no cargo clippy --workspace --all-targets -- -D warnings
-step "cargo test (SQLite)" yes env -u ROSTER_TEST_DATABASE_URL cargo test --no-fail-fast
+step "cargo test (SQLite)" yes env -u ROSTER_TEST_DATABASE_URL cargo test --workspace --no-fail-fast
 
 banner "starting a throwaway PostgreSQL $PG_VERSION"
 if start_postgres; then
