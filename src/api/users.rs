@@ -16,7 +16,7 @@ use crate::{
         PersonName, PhoneNumber, ProfileSecrets, Result, Secret, SipSettings, SipUri, TeamId,
         TimeZone, UserCursor, UserFilter, UserId, UserOrder, UserPageRequest, UserStatus, Username,
         Violations, bounded, caller_id_name, limits, normalize_role_keys, parse_network,
-        pbx_username,
+        parse_tags, pbx_username,
     },
 };
 
@@ -172,7 +172,7 @@ fn create_request(request: pb::CreateUserRequest) -> Result<CreateUser> {
     let first_name = violations.check(PersonName::parse("first_name", &request.first_name));
     let last_name = violations.check(PersonName::parse("last_name", &request.last_name));
     let roles = violations.check(normalize_role_keys("roles", &request.roles));
-    let tags = violations.check(tags("tags", &request.tags));
+    let tags = violations.check(parse_tags("tags", &request.tags));
     let password = violations.check(optional(&request.password, |t| {
         crate::model::Password::parse("password", t)
     }));
@@ -236,7 +236,7 @@ fn patch(user: Option<pb::User>, mask: Option<prost_types::FieldMask>) -> Result
                     patch.last_name = Some(PersonName::parse(&field("last_name"), &user.last_name)?)
                 }
                 "roles" => patch.roles = Some(normalize_role_keys(&field("roles"), &user.roles)?),
-                "tags" => patch.tags = Some(tags(&field("tags"), &user.tags)?),
+                "tags" => patch.tags = Some(parse_tags(&field("tags"), &user.tags)?),
                 "dialer_profile" => match &user.dialer_profile {
                     Some(profile) => {
                         let (profile, secrets) = dialer_profile(&field("dialer_profile"), profile)?;
@@ -363,7 +363,7 @@ fn filter(field: &str, filter: Option<pb::UserFilter>) -> Result<UserFilter> {
         &filter.roles,
     ));
     let team_ids = violations.check(team_ids(&format!("{field}.team_ids"), &filter.team_ids));
-    let tags = violations.check(tags(&format!("{field}.tags"), &filter.tags));
+    let tags = violations.check(parse_tags(&format!("{field}.tags"), &filter.tags));
     let query = filter.query.trim().to_lowercase();
     if query.chars().count() > 200 {
         violations.check::<()>(Err(Error::invalid(
@@ -432,27 +432,6 @@ fn page_request(request: pb::ListUsersRequest) -> Result<UserPageRequest> {
         page_size,
         after,
     })
-}
-
-/// Free labels: trimmed, 1 to 64 characters each, at most 100, without duplicates.
-pub(crate) fn tags(field: &str, tags: &[String]) -> Result<Vec<String>> {
-    let mut clean: Vec<String> = Vec::with_capacity(tags.len());
-    for tag in tags {
-        let tag = tag.trim();
-        if tag.is_empty() || tag.chars().count() > 64 || tag.chars().any(char::is_control) {
-            return Err(Error::invalid(
-                field,
-                format!("{tag:?} is not a tag (1 to 64 printable characters)"),
-            ));
-        }
-        clean.push(tag.to_owned());
-    }
-    clean.sort();
-    clean.dedup();
-    if clean.len() > 100 {
-        return Err(Error::invalid(field, "at most 100 tags"));
-    }
-    Ok(clean)
 }
 
 pub(crate) fn team_ids(field: &str, ids: &[String]) -> Result<Vec<TeamId>> {
@@ -776,7 +755,7 @@ impl pb::user_service_server::UserService for UserApi {
                 }
             }
             Ok(pb::BulkAction::AssignTags) | Ok(pb::BulkAction::UnassignTags) => {
-                let tags = tags("tags", &request.tags)?;
+                let tags = parse_tags("tags", &request.tags)?;
                 if tags.is_empty() {
                     return Err(Error::invalid("tags", "name the tags").into());
                 }

@@ -165,6 +165,8 @@ pub fn bounded<T>(field: &str, items: &[T], max: usize) -> Result<()> {
 pub mod limits {
     /// Role keys in one list (a user's roles, a filter's, a mass action's).
     pub const ROLES: usize = 100;
+    /// Tags of a user, a filter or a mass action.
+    pub const TAGS: usize = 100;
     /// Teams in a filter or a mass action.
     pub const TEAMS: usize = 100;
     /// Statuses in a filter.

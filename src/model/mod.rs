@@ -34,7 +34,7 @@ pub use session::SessionRecord;
 pub use team::{Membership, Team, TeamFilter, TeamId, TeamKind, TeamRole};
 pub use tenant::{Tenant, TenantRef, slug_from_name};
 pub use user::{MatchMode, User, UserCursor, UserFilter, UserOrder, UserPageRequest, UserStatus};
-pub use values::{AccountName, Email, Login, Password, PersonName, Username};
+pub use values::{AccountName, Email, Login, Password, PersonName, Username, parse_tags};
 
 #[cfg(test)]
 mod proptests;

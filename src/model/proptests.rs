@@ -51,6 +51,7 @@ proptest! {
         prop_assert!(refused_by_field(UserId::parse("f", &text), "f"));
         prop_assert!(refused_by_field(TeamId::parse("f", &text), "f"));
         prop_assert!(refused_by_field(SessionId::parse("f", &text), "f"));
+        prop_assert!(refused_by_field(parse_tags("f", std::slice::from_ref(&text)), "f"));
     }
 
     #[test]

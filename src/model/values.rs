@@ -212,6 +212,26 @@ impl Login {
     }
 }
 
+/// Free labels of a user: trimmed, 1 to 64 printable characters each, at most 100, sorted and
+/// without duplicates. The API's one rule for tags, wherever they come in.
+pub fn parse_tags(field: &str, tags: &[String]) -> Result<Vec<String>> {
+    super::bounded(field, tags, super::limits::TAGS)?;
+    let mut clean: Vec<String> = Vec::with_capacity(tags.len());
+    for tag in tags {
+        let tag = tag.trim();
+        if tag.is_empty() || tag.chars().count() > 64 || tag.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                field,
+                format!("{tag:?} is not a tag (1 to 64 printable characters)"),
+            ));
+        }
+        clean.push(tag.to_owned());
+    }
+    clean.sort();
+    clean.dedup();
+    Ok(clean)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
