@@ -41,6 +41,35 @@ fn permissions(list: &[String]) -> Result<Vec<String>> {
     Ok(permissions)
 }
 
+impl TryFrom<pb::CreateRoleRequest> for RoleDef {
+    type Error = Error;
+
+    fn try_from(request: pb::CreateRoleRequest) -> Result<Self> {
+        Ok(RoleDef {
+            key: normalize_role_key("key", &request.key)?,
+            name: request.name.trim().to_owned(),
+            scope: scope(request.scope)?,
+            permissions: permissions(&request.permissions)?,
+            builtin: false,
+        })
+    }
+}
+
+/// An update names the whole role again; its scope stays ACCOUNT.
+impl TryFrom<pb::UpdateRoleRequest> for RoleDef {
+    type Error = Error;
+
+    fn try_from(request: pb::UpdateRoleRequest) -> Result<Self> {
+        Ok(RoleDef {
+            key: normalize_role_key("key", &request.key)?,
+            name: request.name.trim().to_owned(),
+            scope: RoleScope::Account,
+            permissions: permissions(&request.permissions)?,
+            builtin: false,
+        })
+    }
+}
+
 impl From<RoleDef> for pb::Role {
     fn from(role: RoleDef) -> Self {
         let scope = match role.scope {
@@ -95,14 +124,7 @@ impl pb::role_service_server::RoleService for RoleApi {
     ) -> Result<Response<pb::Role>, Status> {
         let principal = self.ctx.principal(&request)?;
         let client = self.ctx.client(&request);
-        let request = request.into_inner();
-        let role = RoleDef {
-            key: normalize_role_key("key", &request.key)?,
-            name: request.name.trim().to_owned(),
-            scope: scope(request.scope)?,
-            permissions: permissions(&request.permissions)?,
-            builtin: false,
-        };
+        let role = RoleDef::try_from(request.into_inner())?;
         Ok(Response::new(
             self.ctx
                 .app
@@ -118,14 +140,7 @@ impl pb::role_service_server::RoleService for RoleApi {
     ) -> Result<Response<pb::Role>, Status> {
         let principal = self.ctx.principal(&request)?;
         let client = self.ctx.client(&request);
-        let request = request.into_inner();
-        let role = RoleDef {
-            key: normalize_role_key("key", &request.key)?,
-            name: request.name.trim().to_owned(),
-            scope: RoleScope::Account,
-            permissions: permissions(&request.permissions)?,
-            builtin: false,
-        };
+        let role = RoleDef::try_from(request.into_inner())?;
         Ok(Response::new(
             self.ctx
                 .app

@@ -8,7 +8,7 @@ use super::{
     paging, pb,
 };
 use crate::{
-    domain::teams::{TeamPatch, team_description, team_name},
+    domain::teams::{NewTeam, TeamPatch, team_description, team_name},
     model::{
         Error, Result, TeamFilter, TeamId, TeamKind, TeamRole, UserId, Violations, bounded, limits,
     },
@@ -70,6 +70,28 @@ fn user_ids(field: &str, ids: &[String]) -> Result<Vec<UserId>> {
         .collect()
 }
 
+impl TryFrom<pb::CreateTeamRequest> for NewTeam {
+    type Error = Error;
+
+    fn try_from(request: pb::CreateTeamRequest) -> Result<Self> {
+        let mut violations = Violations::default();
+        let kind = violations.check(kind("kind", request.kind, Some(TeamKind::Team)));
+        let name = violations.check(team_name("name", &request.name));
+        let description = violations.check(team_description("description", &request.description));
+        let space_id = violations.check(optional_team("space_id", &request.space_id));
+        violations.finish()?;
+        match (kind, name, description, space_id) {
+            (Some(kind), Some(name), Some(description), Some(space_id)) => Ok(NewTeam {
+                kind,
+                name,
+                description,
+                space_id,
+            }),
+            _ => Err(Error::internal("team parse left a field unset")),
+        }
+    }
+}
+
 impl From<crate::model::Team> for pb::Team {
     fn from(team: crate::model::Team) -> Self {
         Self {
@@ -94,23 +116,8 @@ impl pb::team_service_server::TeamService for TeamApi {
     ) -> Result<Response<pb::Team>, Status> {
         let principal = self.ctx.principal(&request)?;
         let client = self.ctx.client(&request);
-        let request = request.into_inner();
-        let mut violations = Violations::default();
-        let kind = violations.check(kind("kind", request.kind, Some(TeamKind::Team)));
-        let name = violations.check(team_name("name", &request.name));
-        let description = violations.check(team_description("description", &request.description));
-        let space = violations.check(optional_team("space_id", &request.space_id));
-        violations.finish()?;
-        let (Some(kind), Some(name), Some(description), Some(space)) =
-            (kind, name, description, space)
-        else {
-            return Err(Status::internal("team parse left a field unset"));
-        };
-        let team = self
-            .ctx
-            .app
-            .create_team(&principal, kind, name, description, space, &client)
-            .await?;
+        let new = NewTeam::try_from(request.into_inner())?;
+        let team = self.ctx.app.create_team(&principal, new, &client).await?;
         Ok(Response::new(team.into()))
     }
 

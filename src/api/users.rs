@@ -163,44 +163,48 @@ fn dialer_profile(
     ))
 }
 
-fn create_request(request: pb::CreateUserRequest) -> Result<CreateUser> {
-    let mut violations = Violations::default();
-    let email = violations.check(Email::parse("email", &request.email));
-    let username = violations.check(optional(&request.username, |t| {
-        Username::parse("username", t)
-    }));
-    let first_name = violations.check(PersonName::parse("first_name", &request.first_name));
-    let last_name = violations.check(PersonName::parse("last_name", &request.last_name));
-    let roles = violations.check(normalize_role_keys("roles", &request.roles));
-    let tags = violations.check(parse_tags("tags", &request.tags));
-    let password = violations.check(optional(&request.password, |t| {
-        crate::model::Password::parse("password", t)
-    }));
-    let profile = match &request.dialer_profile {
-        Some(profile) => violations.check(dialer_profile("dialer_profile", profile).map(Some)),
-        None => Some(None),
-    };
-    if request.roles.is_empty() {
-        violations.check::<()>(Err(Error::invalid("roles", "assign at least one role")));
+impl TryFrom<pb::CreateUserRequest> for CreateUser {
+    type Error = Error;
+
+    fn try_from(request: pb::CreateUserRequest) -> Result<Self> {
+        let mut violations = Violations::default();
+        let email = violations.check(Email::parse("email", &request.email));
+        let username = violations.check(optional(&request.username, |t| {
+            Username::parse("username", t)
+        }));
+        let first_name = violations.check(PersonName::parse("first_name", &request.first_name));
+        let last_name = violations.check(PersonName::parse("last_name", &request.last_name));
+        let roles = violations.check(normalize_role_keys("roles", &request.roles));
+        let tags = violations.check(parse_tags("tags", &request.tags));
+        let password = violations.check(optional(&request.password, |t| {
+            crate::model::Password::parse("password", t)
+        }));
+        let profile = match &request.dialer_profile {
+            Some(profile) => violations.check(dialer_profile("dialer_profile", profile).map(Some)),
+            None => Some(None),
+        };
+        if request.roles.is_empty() {
+            violations.check::<()>(Err(Error::invalid("roles", "assign at least one role")));
+        }
+        violations.finish()?;
+        let unset = || Error::internal("create parse left a field unset");
+        let (dialer_profile, secrets) = match profile.ok_or_else(unset)? {
+            Some((profile, secrets)) => (Some(profile), secrets),
+            None => (None, ProfileSecrets::default()),
+        };
+        Ok(CreateUser {
+            email: email.ok_or_else(unset)?,
+            username: username.ok_or_else(unset)?,
+            first_name: first_name.ok_or_else(unset)?,
+            last_name: last_name.ok_or_else(unset)?,
+            roles: roles.ok_or_else(unset)?,
+            tags: tags.ok_or_else(unset)?,
+            password: password.ok_or_else(unset)?,
+            dialer_profile,
+            secrets,
+            return_activation_token: request.return_activation_token,
+        })
     }
-    violations.finish()?;
-    let unset = || Error::internal("create parse left a field unset");
-    let (dialer_profile, secrets) = match profile.ok_or_else(unset)? {
-        Some((profile, secrets)) => (Some(profile), secrets),
-        None => (None, ProfileSecrets::default()),
-    };
-    Ok(CreateUser {
-        email: email.ok_or_else(unset)?,
-        username: username.ok_or_else(unset)?,
-        first_name: first_name.ok_or_else(unset)?,
-        last_name: last_name.ok_or_else(unset)?,
-        roles: roles.ok_or_else(unset)?,
-        tags: tags.ok_or_else(unset)?,
-        password: password.ok_or_else(unset)?,
-        dialer_profile,
-        secrets,
-        return_activation_token: request.return_activation_token,
-    })
 }
 
 /// Builds a patch from `update_mask` paths, reading values from `user`.
@@ -395,7 +399,7 @@ fn fingerprint(filter: &UserFilter, order: UserOrder, descending: bool) -> Strin
 /// The page token that continues the default listing (no filter, oldest first) after the user
 /// `user_id`: `roster-bench` starts deep in a large account with it instead of paging there.
 pub fn default_listing_token_after(user_id: &str) -> Result<String> {
-    let request = page_request(pb::ListUsersRequest::default())?;
+    let request = UserPageRequest::try_from(pb::ListUsersRequest::default())?;
     let id = uuid::Uuid::parse_str(user_id).map_err(|_| Error::invalid("user_id", "not a UUID"))?;
     let query = fingerprint(&request.filter, request.order, request.descending);
     Ok(paging::token(
@@ -408,30 +412,35 @@ pub fn default_listing_token_after(user_id: &str) -> Result<String> {
     ))
 }
 
-fn page_request(request: pb::ListUsersRequest) -> Result<UserPageRequest> {
-    let filter = filter("filter", request.filter)?;
-    let order = match pb::UserOrder::try_from(request.order_by) {
-        Ok(pb::UserOrder::Unspecified | pb::UserOrder::Created) => UserOrder::Created,
-        Ok(pb::UserOrder::Email) => UserOrder::Email,
-        Ok(pb::UserOrder::Username) => UserOrder::Username,
-        Ok(pb::UserOrder::LastName) => UserOrder::LastName,
-        Err(_) => return Err(Error::invalid("order_by", "unknown order")),
-    };
-    let page_size = paging::page_size("page_size", request.page_size)?;
-    let expected = fingerprint(&filter, order, request.descending);
-    let after = paging::after("page_token", USERS, &expected, &request.page_token)?.map(|after| {
-        UserCursor {
-            value: after.value,
-            id: UserId(after.id),
-        }
-    });
-    Ok(UserPageRequest {
-        filter,
-        order,
-        descending: request.descending,
-        page_size,
-        after,
-    })
+impl TryFrom<pb::ListUsersRequest> for UserPageRequest {
+    type Error = Error;
+
+    fn try_from(request: pb::ListUsersRequest) -> Result<Self> {
+        let filter = filter("filter", request.filter)?;
+        let order = match pb::UserOrder::try_from(request.order_by) {
+            Ok(pb::UserOrder::Unspecified | pb::UserOrder::Created) => UserOrder::Created,
+            Ok(pb::UserOrder::Email) => UserOrder::Email,
+            Ok(pb::UserOrder::Username) => UserOrder::Username,
+            Ok(pb::UserOrder::LastName) => UserOrder::LastName,
+            Err(_) => return Err(Error::invalid("order_by", "unknown order")),
+        };
+        let page_size = paging::page_size("page_size", request.page_size)?;
+        let expected = fingerprint(&filter, order, request.descending);
+        let after =
+            paging::after("page_token", USERS, &expected, &request.page_token)?.map(|after| {
+                UserCursor {
+                    value: after.value,
+                    id: UserId(after.id),
+                }
+            });
+        Ok(UserPageRequest {
+            filter,
+            order,
+            descending: request.descending,
+            page_size,
+            after,
+        })
+    }
 }
 
 pub(crate) fn team_ids(field: &str, ids: &[String]) -> Result<Vec<TeamId>> {
@@ -454,7 +463,7 @@ impl pb::user_service_server::UserService for UserApi {
     ) -> Result<Response<pb::CreateUserResponse>, Status> {
         let principal = self.ctx.principal(&request)?;
         let client = self.ctx.client(&request);
-        let create = create_request(request.into_inner())?;
+        let create = CreateUser::try_from(request.into_inner())?;
         let (user, token) = self
             .ctx
             .app
@@ -484,7 +493,7 @@ impl pb::user_service_server::UserService for UserApi {
         let principal = self.ctx.principal(&request)?;
         let request = request.into_inner();
         let include_total = request.include_total_size;
-        let page = page_request(request)?;
+        let page = UserPageRequest::try_from(request)?;
         let fingerprint = fingerprint(&page.filter, page.order, page.descending);
         let order = page.order;
         let result = self
@@ -846,7 +855,7 @@ mod proptests {
                 order_by,
                 ..Default::default()
             };
-            prop_assert!(clients_error(page_request(request)));
+            prop_assert!(clients_error(UserPageRequest::try_from(request)));
         }
 
         #[test]

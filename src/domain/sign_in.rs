@@ -167,16 +167,8 @@ impl App {
         };
         let now = self.clock.now();
         if flags.two_factor {
-            if let Some(hash) = &rehash {
-                store::users::set_password_hash(
-                    db,
-                    user.tenant_id,
-                    user.id,
-                    hash,
-                    user.password_change_required,
-                    now,
-                )
-                .await?;
+            if rehash.is_some() {
+                store_rehash(db, &user, rehash.as_deref(), now).await?;
                 self.store.wrote();
             }
             return Ok(LoginOutcome::SecondFactorRequired(
@@ -184,17 +176,7 @@ impl App {
             ));
         }
         let tx = self.change().await?;
-        if let Some(hash) = &rehash {
-            store::users::set_password_hash(
-                &tx,
-                user.tenant_id,
-                user.id,
-                hash,
-                user.password_change_required,
-                now,
-            )
-            .await?;
-        }
+        store_rehash(&tx, &user, rehash.as_deref(), now).await?;
         // Without a second factor of their own, the account's requirement means enrolling first.
         let enrollment_required = account.require_two_factor;
         let tokens = self
@@ -374,5 +356,28 @@ impl App {
             user: user.clone(),
             two_factor_enrollment_required: grant.two_factor_enrollment_required,
         })
+    }
+}
+
+/// Keeps a password hashed again with the current parameters (the login's `needs_rehash`).
+async fn store_rehash(
+    db: &impl store::Conn,
+    user: &User,
+    rehash: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    match rehash {
+        Some(hash) => {
+            store::users::set_password_hash(
+                db,
+                user.tenant_id,
+                user.id,
+                hash,
+                user.password_change_required,
+                now,
+            )
+            .await
+        }
+        None => Ok(()),
     }
 }

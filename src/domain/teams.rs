@@ -14,6 +14,16 @@ use crate::{
     store,
 };
 
+/// A team to create.
+#[derive(Debug, Clone)]
+pub struct NewTeam {
+    pub kind: TeamKind,
+    pub name: String,
+    pub description: String,
+    /// The space the team belongs to, if any.
+    pub space_id: Option<TeamId>,
+}
+
 /// Changes to a team; `None` keeps a field.
 #[derive(Debug, Clone, Default)]
 pub struct TeamPatch {
@@ -98,13 +108,16 @@ impl App {
     pub async fn create_team(
         &self,
         principal: &Principal,
-        kind: TeamKind,
-        name: String,
-        description: String,
-        space_id: Option<TeamId>,
+        new: NewTeam,
         client: &ClientInfo,
     ) -> Result<Team> {
         policy::authorize(principal, Action::ManageTeams)?;
+        let NewTeam {
+            kind,
+            name,
+            description,
+            space_id,
+        } = new;
         if kind == TeamKind::Space && space_id.is_some() {
             return Err(Error::invalid(
                 "space_id",

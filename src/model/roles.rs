@@ -395,6 +395,22 @@ impl BuiltinRole {
 mod tests {
     use super::*;
 
+    /// docs/permissions.md is the catalogue, row for row, so the manual cannot drift from it.
+    #[test]
+    fn permissions_doc_lists_the_catalogue() {
+        let doc = include_str!("../../docs/permissions.md");
+        let rows: Vec<String> = doc
+            .lines()
+            .filter(|line| line.starts_with("| `"))
+            .map(str::to_owned)
+            .collect();
+        let expected: Vec<String> = ALL_PERMISSIONS
+            .iter()
+            .map(|(key, allows)| format!("| `{key}` | {allows} |"))
+            .collect();
+        assert_eq!(rows, expected);
+    }
+
     #[test]
     fn admin_holds_every_other_builtin_roles_permissions() {
         let admin = BuiltinRole::Admin.permissions();
