@@ -189,6 +189,14 @@ pub struct SettingsArgs {
         default_value = "5m"
     )]
     pub two_factor_challenge_ttl: String,
+    /// How long events stay in the feed; an older cursor answers OUT_OF_RANGE.
+    #[arg(
+        global = true,
+        long,
+        env = "ROSTER_EVENT_RETENTION",
+        default_value = "30days"
+    )]
+    pub event_retention: String,
 }
 
 /// Log output format.
@@ -223,6 +231,7 @@ pub struct Settings {
     pub login_rate_per_minute: u32,
     pub password_reset_ttl: Duration,
     pub two_factor_challenge_ttl: Duration,
+    pub event_retention: Duration,
 }
 
 /// A setting that could not be used.
@@ -452,6 +461,11 @@ impl TryFrom<SettingsArgs> for Settings {
                 "ROSTER_TWO_FACTOR_CHALLENGE_TTL",
                 "two-factor-challenge-ttl",
                 &args.two_factor_challenge_ttl,
+            )?,
+            event_retention: duration(
+                "ROSTER_EVENT_RETENTION",
+                "event-retention",
+                &args.event_retention,
             )?,
         })
     }

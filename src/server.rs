@@ -14,8 +14,8 @@ use tower_http::trace::TraceLayer;
 
 use crate::{
     api::{
-        ActivityApi, ApiContext, AttemptLimiter, AuthApi, RoleApi, SecurityApi, SessionApi,
-        TeamApi, TwoFactorApi, UserApi, pb,
+        ActivityApi, ApiContext, AttemptLimiter, AuthApi, EventApi, RoleApi, SecurityApi,
+        SessionApi, TeamApi, TwoFactorApi, UserApi, pb,
     },
     config::Settings,
     domain::{
@@ -95,6 +95,7 @@ const SERVICES: &[&str] = &[
     "roster.v1.SessionService",
     "roster.v1.ActivityService",
     "roster.v1.SecurityService",
+    "roster.v1.EventService",
 ];
 
 /// Connects to the database, applies migrations and returns the store.
@@ -147,6 +148,7 @@ pub async fn build_app(
             lockout_cooldown: chrono(settings.lockout_cooldown),
             password_reset_ttl: chrono(settings.password_reset_ttl),
             challenge_ttl: chrono(settings.two_factor_challenge_ttl),
+            event_retention: chrono(settings.event_retention),
         }),
         store,
         clock,
@@ -155,6 +157,7 @@ pub async fn build_app(
         feed: Arc::new(ActivityFeed::default()),
         guard: Arc::new(LoginGuard::default()),
         cache: Arc::default(),
+        events: Arc::default(),
     };
     // Role changes younger than an access token must keep overriding the roles inside tokens.
     store::users::forget_role_changes_before(app.store.db(), now - access_ttl).await?;
@@ -210,6 +213,10 @@ pub async fn serve(
     ));
     let prune_task = tokio::spawn(prune_revocations(app.clone(), stop_rx.clone()));
     let invitation_task = tokio::spawn(send_invitations(app.clone(), stop_rx.clone()));
+    let events_task = tokio::spawn(crate::domain::events::prune_events(
+        app.clone(),
+        stop_rx.clone(),
+    ));
     let unfinished_imports_task =
         tokio::spawn(undo_unfinished_imports(app.clone(), stop_rx.clone()));
     // In the background: usually there is nothing in clear (a partial index tells at once).
@@ -255,6 +262,9 @@ pub async fn serve(
         pb::security_service_server::SecurityServiceServer::new(SecurityApi::new(ctx.clone()))
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);
+    let events = pb::event_service_server::EventServiceServer::new(EventApi::new(ctx.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
 
     let trace = TraceLayer::new_for_grpc()
         .make_span_with(|request: &http::Request<_>| {
@@ -306,6 +316,7 @@ pub async fn serve(
         .add_service(sessions)
         .add_service(activity)
         .add_service(security)
+        .add_service(events)
         // Server::tcp_nodelay does not reach an incoming stream we bind ourselves: without
         // TCP_NODELAY small responses wait for the peer's delayed ACK (about 40 ms each).
         .serve_with_incoming_shutdown(
@@ -323,6 +334,7 @@ pub async fn serve(
         health_task,
         prune_task,
         invitation_task,
+        events_task,
         unfinished_imports_task,
         replication_task,
         limiter_task

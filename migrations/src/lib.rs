@@ -18,6 +18,7 @@ mod m20261124_000016_set_based_references;
 mod m20261125_000017_clear_profile_secrets;
 mod m20261125_000018_import_parts;
 mod m20261202_000019_email_verification;
+mod m20261202_000020_events;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000017_clear_profile_secrets::Migration),
             Box::new(m20261125_000018_import_parts::Migration),
             Box::new(m20261202_000019_email_verification::Migration),
+            Box::new(m20261202_000020_events::Migration),
         ]
     }
 }

@@ -5,7 +5,11 @@ use std::pin::Pin;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use super::{ApiContext, convert::timestamp, paging, pb};
+use super::{
+    ApiContext,
+    convert::{structure, timestamp},
+    paging, pb,
+};
 use crate::{
     domain::activity::{ActivityWatch, FeedEvent},
     model::{ActivityFilter, ActivityRecord, Error, Result, UserId, Violations},
@@ -28,28 +32,6 @@ const CURSOR: &str = "activity";
 /// Action names in one filter, at most.
 const MAX_ACTIONS: usize = 50;
 
-/// A JSON value as a protobuf value.
-fn value(json: serde_json::Value) -> prost_types::Value {
-    use prost_types::value::Kind;
-    let kind = match json {
-        serde_json::Value::Null => Kind::NullValue(0),
-        serde_json::Value::Bool(b) => Kind::BoolValue(b),
-        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
-        serde_json::Value::String(s) => Kind::StringValue(s),
-        serde_json::Value::Array(items) => Kind::ListValue(prost_types::ListValue {
-            values: items.into_iter().map(value).collect(),
-        }),
-        serde_json::Value::Object(map) => Kind::StructValue(structure(map)),
-    };
-    prost_types::Value { kind: Some(kind) }
-}
-
-fn structure(map: serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
-    prost_types::Struct {
-        fields: map.into_iter().map(|(k, v)| (k, value(v))).collect(),
-    }
-}
-
 /// A record as the API shows it.
 pub fn record(record: ActivityRecord) -> pb::ActivityRecord {
     pb::ActivityRecord {
@@ -63,10 +45,7 @@ pub fn record(record: ActivityRecord) -> pb::ActivityRecord {
             .unwrap_or_default(),
         client_address: record.client.address.unwrap_or_default(),
         user_agent: record.client.user_agent.unwrap_or_default(),
-        details: match record.details {
-            serde_json::Value::Object(map) => Some(structure(map)),
-            _ => None,
-        },
+        details: structure(record.details),
         created_at: Some(timestamp(record.created_at)),
     }
 }

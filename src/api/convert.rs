@@ -193,3 +193,33 @@ impl From<Principal> for pb::Principal {
         }
     }
 }
+
+/// A JSON value as a protobuf value.
+pub fn value(json: serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match json {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        serde_json::Value::String(s) => Kind::StringValue(s),
+        serde_json::Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+            values: items.into_iter().map(value).collect(),
+        }),
+        serde_json::Value::Object(map) => Kind::StructValue(object(map)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+/// A JSON object as a protobuf struct (`None` for anything but an object).
+pub fn structure(json: serde_json::Value) -> Option<prost_types::Struct> {
+    match json {
+        serde_json::Value::Object(map) => Some(object(map)),
+        _ => None,
+    }
+}
+
+fn object(map: serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: map.into_iter().map(|(k, v)| (k, value(v))).collect(),
+    }
+}

@@ -4,6 +4,7 @@
 mod activity;
 mod auth;
 mod convert;
+mod events;
 mod limits;
 mod paging;
 mod roles;
@@ -26,6 +27,7 @@ use crate::{
 
 pub use activity::ActivityApi;
 pub use auth::AuthApi;
+pub use events::EventApi;
 pub use limits::AttemptLimiter;
 pub use roles::RoleApi;
 pub use security::SecurityApi;
@@ -235,6 +237,18 @@ impl From<Error> for Status {
             Error::Unauthenticated { reason, message } => (Code::Unauthenticated, message, reason),
             Error::ResourceExhausted { reason, message } => {
                 (Code::ResourceExhausted, message, reason)
+            }
+            Error::OutOfRange {
+                reason,
+                message,
+                metadata,
+            } => {
+                let metadata: std::collections::HashMap<String, String> = metadata
+                    .into_iter()
+                    .map(|(key, value)| (key.to_owned(), value))
+                    .collect();
+                details.set_error_info(reason, ERROR_DOMAIN, metadata);
+                return Status::with_error_details(Code::OutOfRange, message, details);
             }
             Error::Aborted(cause) => {
                 tracing::info!(cause, "call aborted by a concurrent change");

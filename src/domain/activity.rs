@@ -51,6 +51,11 @@ impl Default for ActivityFeed {
 }
 
 impl ActivityFeed {
+    /// Turns true when the server shuts down (every live stream ends then).
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
     /// Hands a committed record to the account's watchers; never waits.
     pub fn publish(&self, record: Arc<ActivityRecord>) {
         let sender = self

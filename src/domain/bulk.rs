@@ -8,11 +8,12 @@ use serde_json::json;
 use super::{
     App,
     policy::{self, Action},
+    teams::membership_events,
 };
 use crate::{
     model::{
-        ClientInfo, Error, NewActivity, Principal, Result, RoleScope, TeamId, TeamRole, UserFilter,
-        UserId, UserStatus,
+        ClientInfo, Error, EventType, NewActivity, NewEvent, Principal, Result, RoleScope, TeamId,
+        TeamRole, UserFilter, UserId, UserStatus,
     },
     store::{self, users::CHUNK},
 };
@@ -220,15 +221,33 @@ impl App {
         let now = self.clock.now();
         let tx = self.change().await?;
         let mut revoked = Vec::new();
+        let actor = Some(principal.user_id);
+        let each = |event_type: EventType, users: &[UserId], fields: serde_json::Value| {
+            users
+                .iter()
+                .map(|user| NewEvent::on_user(tenant_id, actor, event_type, *user, fields.clone()))
+                .collect::<Vec<_>>()
+        };
         match &request.action {
             BulkAction::Activate => {
                 // Users who never confirmed their email go back to pending, not to active.
-                affected = store::users::reactivate(&tx, tenant_id, &targets, now).await?;
+                let changed = store::users::reactivate(&tx, tenant_id, &targets, now).await?;
+                affected = changed.len() as u64;
+                tx.emit(each(
+                    EventType::UserReactivated,
+                    &changed,
+                    json!({ "bulk": true }),
+                ));
             }
             BulkAction::Deactivate => {
                 revoked = store::users::deactivate(&tx, tenant_id, &targets, now).await?;
                 affected = revoked.len() as u64;
                 let deactivated: Vec<UserId> = revoked.iter().map(|(id, _)| *id).collect();
+                tx.emit(each(
+                    EventType::UserDeactivated,
+                    &deactivated,
+                    json!({ "bulk": true }),
+                ));
                 store::sessions::revoke_for_users(
                     &tx,
                     tenant_id,
@@ -254,6 +273,11 @@ impl App {
                     })
                     .collect();
                 store::activity::insert_many(&tx, &records, now).await?;
+                tx.emit(each(
+                    EventType::UserDeleted,
+                    &targets,
+                    json!({ "unassign_leads": true, "bulk": true }),
+                ));
                 store::users::delete(&tx, tenant_id, &targets).await?;
                 revoked = targets.iter().map(|id| (*id, i64::MAX)).collect();
             }
@@ -267,6 +291,11 @@ impl App {
                 )
                 .await?;
                 store::users::mark_roles_changed(&tx, tenant_id, &targets, now).await?;
+                tx.emit(each(
+                    EventType::UserRolesChanged,
+                    &targets,
+                    json!({ "assigned": roles, "bulk": true }),
+                ));
             }
             BulkAction::UnassignRoles(roles) => {
                 store::users::remove_labels(
@@ -278,6 +307,11 @@ impl App {
                 )
                 .await?;
                 store::users::mark_roles_changed(&tx, tenant_id, &targets, now).await?;
+                tx.emit(each(
+                    EventType::UserRolesChanged,
+                    &targets,
+                    json!({ "unassigned": roles, "bulk": true }),
+                ));
             }
             BulkAction::AssignTeams(teams, role) => {
                 for team in teams {
@@ -289,16 +323,36 @@ impl App {
                         .copied()
                         .collect();
                     store::teams::add_members(&tx, tenant_id, *team, &joining, *role, now).await?;
+                    tx.emit(membership_events(
+                        principal,
+                        EventType::TeamMemberAdded,
+                        *team,
+                        &joining,
+                        json!({ "role": role.as_str(), "bulk": true }),
+                    ));
                 }
             }
             BulkAction::UnassignTeams(teams) => {
                 for team in teams {
-                    store::teams::remove_members(&tx, tenant_id, *team, &targets).await?;
+                    let removed =
+                        store::teams::remove_members(&tx, tenant_id, *team, &targets).await?;
+                    tx.emit(membership_events(
+                        principal,
+                        EventType::TeamMemberRemoved,
+                        *team,
+                        &removed,
+                        json!({ "bulk": true }),
+                    ));
                 }
             }
             BulkAction::AssignTags(tags) => {
                 store::users::add_labels(&tx, store::users::Label::Tag, tenant_id, &targets, tags)
-                    .await?
+                    .await?;
+                tx.emit(each(
+                    EventType::UserUpdated,
+                    &targets,
+                    json!({ "fields": ["tags"], "bulk": true }),
+                ));
             }
             BulkAction::UnassignTags(tags) => {
                 store::users::remove_labels(
@@ -308,7 +362,12 @@ impl App {
                     &targets,
                     tags,
                 )
-                .await?
+                .await?;
+                tx.emit(each(
+                    EventType::UserUpdated,
+                    &targets,
+                    json!({ "fields": ["tags"], "bulk": true }),
+                ));
             }
         }
         if affected == 0 {

@@ -17,7 +17,7 @@ use sea_orm::{ConnectionTrait, DbBackend, DbErr, ExecResult, QueryResult, Statem
 
 use super::{App, replication, tokens::RevocationEvent};
 use crate::{
-    model::{Result, SessionId, UserId},
+    model::{NewEvent, Result, SessionId, UserId},
     store::{self, Touched, Tx},
 };
 
@@ -32,6 +32,8 @@ pub struct Change {
     mail: AtomicBool,
     /// An invitation batch was queued: wake its maker after the commit.
     invitations: AtomicBool,
+    /// Events of the feed, numbered and written just before the commit.
+    events: Mutex<Vec<NewEvent>>,
 }
 
 impl Change {
@@ -73,6 +75,40 @@ impl Change {
     /// Records that the change queued an invitation batch.
     pub fn invited(&self) {
         self.invitations.store(true, Ordering::Relaxed);
+    }
+
+    /// Queues events of the feed, written with the change.
+    pub fn emit(&self, events: impl IntoIterator<Item = NewEvent>) {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(events);
+    }
+}
+
+/// Where an activity record is written: a [`Change`] also takes the feed's event of it; a bare
+/// connection or transaction takes records that are no event (sign-in attempts).
+pub trait Journal: store::Conn {
+    /// Queues the event of a record; `false` where events cannot be written.
+    fn emit_event(&self, event: NewEvent) -> bool;
+}
+
+impl Journal for Change {
+    fn emit_event(&self, event: NewEvent) -> bool {
+        self.emit([event]);
+        true
+    }
+}
+
+impl Journal for Tx {
+    fn emit_event(&self, _: NewEvent) -> bool {
+        false
+    }
+}
+
+impl Journal for sea_orm::DatabaseConnection {
+    fn emit_event(&self, _: NewEvent) -> bool {
+        false
     }
 }
 
@@ -124,6 +160,7 @@ impl App {
             revoked: Mutex::new(Vec::new()),
             mail: AtomicBool::new(false),
             invitations: AtomicBool::new(false),
+            events: Mutex::new(Vec::new()),
         })
     }
 
@@ -137,7 +174,13 @@ impl App {
             revoked,
             mail,
             invitations,
+            events,
         } = change;
+        // Numbered last: the account's counter stays locked only from here to the commit.
+        let events = events.into_inner().unwrap_or_else(|e| e.into_inner());
+        if !events.is_empty() {
+            store::events::append(&tx, &events, self.clock.now()).await?;
+        }
         let revoked = revoked.into_inner().unwrap_or_else(|e| e.into_inner());
         let revocations = self.tokens.revocations();
         if let Some(origin) = revocations.origin() {
@@ -159,6 +202,9 @@ impl App {
         }
         if invitations.into_inner() {
             self.invitation_wake.notify_one();
+        }
+        if !events.is_empty() {
+            self.events.ring();
         }
         Ok(())
     }

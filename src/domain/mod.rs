@@ -8,6 +8,7 @@ pub mod bulk;
 pub mod cache;
 pub mod change;
 pub mod email;
+pub mod events;
 pub mod grants;
 pub mod import;
 pub mod lockout;
@@ -59,6 +60,8 @@ pub struct Policies {
     pub password_reset_ttl: Duration,
     /// How long the challenge of a two-factor login waits for its code.
     pub challenge_ttl: Duration,
+    /// How long events stay in the feed.
+    pub event_retention: Duration,
 }
 
 /// Everything the use cases share; cheap to clone.
@@ -79,6 +82,8 @@ pub struct App {
     pub guard: Arc<lockout::LoginGuard>,
     /// Users and accounts as last read, for the hot reads.
     pub cache: Arc<cache::ReadCache>,
+    /// Rings when events were committed here or on another replica.
+    pub events: Arc<events::EventBell>,
 }
 
 impl App {
@@ -152,8 +157,28 @@ impl App {
         Ok(found)
     }
 
-    /// Writes an activity record inside `db`'s transaction.
-    async fn record(&self, db: &impl store::Conn, activity: NewActivity) -> Result<()> {
+    /// Writes an activity record inside `db`'s transaction, and the feed's event of it when it
+    /// describes a change other services act on.
+    async fn record(&self, db: &impl change::Journal, activity: NewActivity) -> Result<()> {
+        if let (Some(event_type), Some(target)) = (
+            crate::model::EventType::for_action(activity.action),
+            activity.target_id,
+        ) {
+            let event = crate::model::NewEvent {
+                tenant_id: activity.tenant_id,
+                event_type,
+                target_type: activity.target_type.unwrap_or("user"),
+                target_id: target,
+                actor: activity.actor,
+                fields: activity.details.clone(),
+            };
+            if !db.emit_event(event) {
+                return Err(Error::internal(format!(
+                    "{} recorded outside a change: its event would be lost",
+                    activity.action
+                )));
+            }
+        }
         store::activity::insert(db, &activity, self.clock.now()).await?;
         // The in-process feed (SQLite) reads the record once the transaction has committed.
         self.feed.wake();

@@ -48,6 +48,8 @@ pub enum Action {
     ManageSessions,
     /// Read the account's activity trail beyond one's own records, and watch it live.
     ReadActivity,
+    /// Read and follow the account's event feed.
+    ReadEvents,
     /// Read the account's security settings.
     ReadSecuritySettings,
     /// Change the account's security settings (two-factor requirement): the owner's.
@@ -163,6 +165,7 @@ pub fn authorize(principal: &Principal, action: Action) -> Result<()> {
         | Action::ReadRoles => Ok(()),
         Action::ManageSessions => require(principal, Permission::SessionsManage),
         Action::ReadActivity => require(principal, Permission::ActivityRead),
+        Action::ReadEvents => require(principal, Permission::EventsRead),
         Action::ReadSecuritySettings => require(principal, Permission::UsersRead),
         Action::ChangeSecuritySettings => {
             if principal.is_owner {

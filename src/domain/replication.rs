@@ -293,6 +293,8 @@ async fn listen(app: App, mut listener: Listener, origin: Uuid, mut stop: watch:
                 // moved on; an activity record also says for whom.
                 if channel == notify::ACTIVITY_CHANNEL {
                     deliver(&app, &payload).await;
+                } else if channel == notify::EVENTS_CHANNEL {
+                    app.events.ring();
                 } else {
                     app.store.writes().advance();
                     if channel == notify::REVOCATION_CHANNEL {

@@ -12,7 +12,10 @@ use super::{
     tokens::RevocationEvent,
 };
 use crate::{
-    model::{ClientInfo, Error, NewActivity, Principal, Result, SessionId, SessionRecord, UserId},
+    model::{
+        ClientInfo, Error, EventType, NewActivity, NewEvent, Principal, Result, SessionId,
+        SessionRecord, UserId,
+    },
     store::{self, sessions::SessionScope},
 };
 
@@ -244,6 +247,16 @@ impl App {
         let ended =
             store::sessions::revoke_many(&tx, principal.tenant_id, sessions, "revoked", now)
                 .await?;
+        tx.emit(ended.iter().map(|(session, user)| {
+            NewEvent::on_user(
+                principal.tenant_id,
+                Some(principal.user_id),
+                EventType::SessionRevoked,
+                *user,
+                json!({ "session_id": session.to_string() }),
+            )
+        }));
+        let ended = ended.len() as u64;
         self.record(&tx, record.with_details(json!({ "sessions_ended": ended })))
             .await?;
         tx.touching(store::Touched::Everything);

@@ -8,8 +8,8 @@ use super::{
 };
 use crate::{
     model::{
-        ClientInfo, Error, NewActivity, Principal, Result, Team, TeamFilter, TeamId, TeamKind,
-        TeamRole, User, UserId,
+        ClientInfo, Error, EventType, NewActivity, NewEvent, Principal, Result, Team, TeamFilter,
+        TeamId, TeamKind, TeamRole, User, UserId,
     },
     store,
 };
@@ -59,6 +59,31 @@ pub fn team_description(field: &str, text: &str) -> Result<String> {
         return Err(Error::invalid(field, "must be at most 1000 characters"));
     }
     Ok(text.trim().to_owned())
+}
+
+/// One event per user whose membership of `team` changed; `fields` gets the team's id.
+pub(crate) fn membership_events(
+    principal: &Principal,
+    event_type: EventType,
+    team: TeamId,
+    users: &[UserId],
+    mut fields: serde_json::Value,
+) -> Vec<NewEvent> {
+    if let Some(map) = fields.as_object_mut() {
+        map.insert("team_id".into(), json!(team.to_string()));
+    }
+    users
+        .iter()
+        .map(|user| {
+            NewEvent::on_user(
+                principal.tenant_id,
+                Some(principal.user_id),
+                event_type,
+                *user,
+                fields.clone(),
+            )
+        })
+        .collect()
 }
 
 fn team_activity(
@@ -247,6 +272,14 @@ impl App {
         policy::authorize(principal, Action::ManageTeams)?;
         let team = self.team(principal, id).await?;
         let tx = self.change().await?;
+        let former = store::teams::remove_all_members(&tx, principal.tenant_id, id).await?;
+        tx.emit(membership_events(
+            principal,
+            EventType::TeamMemberRemoved,
+            id,
+            &former,
+            json!({ "team_deleted": true }),
+        ));
         store::teams::delete(&tx, principal.tenant_id, id).await?;
         self.record(
             &tx,
@@ -295,6 +328,13 @@ impl App {
                 self.clock.now(),
             )
             .await?;
+            tx.emit(membership_events(
+                principal,
+                EventType::TeamMemberAdded,
+                id,
+                &adding,
+                json!({ "role": role.as_str() }),
+            ));
             self.record(
                 &tx,
                 team_activity(
@@ -354,6 +394,14 @@ impl App {
         self.team(principal, id).await?;
         let tx = self.change().await?;
         let removed = store::teams::remove_members(&tx, principal.tenant_id, id, users).await?;
+        tx.emit(membership_events(
+            principal,
+            EventType::TeamMemberRemoved,
+            id,
+            &removed,
+            json!({}),
+        ));
+        let removed = removed.len() as u64;
         self.record(
             &tx,
             team_activity(
@@ -419,6 +467,13 @@ impl App {
         if !store::teams::set_member_role(&tx, principal.tenant_id, id, user, role).await? {
             return Err(Error::NotFound("team member"));
         }
+        tx.emit(membership_events(
+            principal,
+            EventType::TeamMemberRoleChanged,
+            id,
+            &[user],
+            json!({ "role": role.as_str() }),
+        ));
         self.record(
             &tx,
             team_activity(

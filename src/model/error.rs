@@ -59,6 +59,14 @@ pub enum Error {
         reason: &'static str,
         message: String,
     },
+    /// A position outside what exists (an event cursor older than the retained events);
+    /// `metadata` tells the client where it may resume.
+    #[error("{message}")]
+    OutOfRange {
+        reason: &'static str,
+        message: String,
+        metadata: Vec<(&'static str, String)>,
+    },
     /// The change met a concurrent one and was undone (the database broke a deadlock); the same
     /// call may be made again.
     #[error("aborted by a concurrent change: {0}")]
@@ -179,6 +187,8 @@ pub mod limits {
     pub const KINDS: usize = 10;
     /// Users named in one call (a mass action's selection, team members added or removed).
     pub const USERS: usize = 100_000;
+    /// Event types in a feed's filter.
+    pub const EVENT_TYPES: usize = 50;
     /// Field violations described in one error's message and details (the rest are counted),
     /// so that an error stays a few KiB, inside every client's metadata limit.
     pub const VIOLATIONS: usize = 16;

@@ -4,6 +4,7 @@
 mod activity;
 mod clock;
 mod error;
+mod event;
 mod ids;
 mod principal;
 mod profile;
@@ -18,6 +19,7 @@ mod values;
 pub use activity::{ActivityFilter, ActivityRecord, ClientInfo, NewActivity};
 pub use clock::{Clock, SystemClock};
 pub use error::{Error, FieldViolation, Result, Violations, bounded, limits};
+pub use event::{Event, EventFilter, EventType, NewEvent};
 pub use ids::{SessionId, TenantId, UserId};
 pub use principal::Principal;
 pub use profile::{

@@ -31,11 +31,12 @@ pub enum Permission {
     RolesManage,
     InboxAccess,
     InboxManage,
+    EventsRead,
 }
 
 impl Permission {
     /// Every permission, in catalogue order.
-    pub const ALL: [Permission; 23] = [
+    pub const ALL: [Permission; 24] = [
         Self::UsersRead,
         Self::UsersWrite,
         Self::UsersDelete,
@@ -59,6 +60,7 @@ impl Permission {
         Self::RolesManage,
         Self::InboxAccess,
         Self::InboxManage,
+        Self::EventsRead,
     ];
 
     /// The string form, e.g. `users.read`.
@@ -122,6 +124,7 @@ pub const ALL_PERMISSIONS: &[(PermissionKey, &str)] = &[
         "inbox.manage",
         "manage the Inbox: conversations of every team member",
     ),
+    ("events.read", "read and follow the account's event feed"),
 ];
 
 /// Permissions that make a role admin-grade: only the owner creates, changes or assigns a role
@@ -363,6 +366,7 @@ impl BuiltinRole {
                 "roles.assign",
                 "sessions.manage",
                 "activity.read",
+                "events.read",
                 "reports.run",
                 "cdr_reports.run",
                 "sip_settings.write",

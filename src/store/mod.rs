@@ -3,6 +3,7 @@
 
 pub mod activity;
 mod entity;
+pub mod events;
 pub mod imports;
 pub mod invitations;
 pub mod keys;

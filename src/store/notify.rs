@@ -14,6 +14,9 @@ pub const ACTIVITY_CHANNEL: &str = "roster_activity";
 /// Channel of revocations (sessions ended, token generations bumped, roles changed).
 pub const REVOCATION_CHANNEL: &str = "roster_revocations";
 
+/// Channel of the event feed: `<tenant id> <last number>` when a change wrote events.
+pub const EVENTS_CHANNEL: &str = "roster_events";
+
 /// Largest payload PostgreSQL accepts is 8,000 bytes; callers split what is bigger.
 pub const MAX_PAYLOAD: usize = 7_500;
 
@@ -58,7 +61,7 @@ impl Listener {
     pub async fn connect(url: &str) -> Result<Self> {
         let mut inner = PgListener::connect(url).await.map_err(unavailable)?;
         inner
-            .listen_all([ACTIVITY_CHANNEL, REVOCATION_CHANNEL])
+            .listen_all([ACTIVITY_CHANNEL, REVOCATION_CHANNEL, EVENTS_CHANNEL])
             .await
             .map_err(unavailable)?;
         Ok(Self { inner })

@@ -269,10 +269,10 @@ pub async fn revoke_many(
     ids: &[SessionId],
     reason: &str,
     now: DateTime<Utc>,
-) -> Result<u64> {
-    let mut ended = 0;
+) -> Result<Vec<(SessionId, UserId)>> {
+    let mut ended = Vec::new();
     for chunk in ids.chunks(super::users::CHUNK) {
-        ended += session::Entity::update_many()
+        let rows = session::Entity::update_many()
             .col_expr(session::Column::RevokedAt, Expr::value(now))
             .col_expr(session::Column::RevokedReason, Expr::value(reason))
             .filter(session::Column::TenantId.eq(tenant_id.0))
@@ -282,9 +282,12 @@ pub async fn revoke_many(
                 chunk.iter().map(|id| id.0),
             ))
             .filter(session::Column::RevokedAt.is_null())
-            .exec(db)
-            .await?
-            .rows_affected;
+            .exec_with_returning(db)
+            .await?;
+        ended.extend(
+            rows.into_iter()
+                .map(|row| (SessionId(row.id), UserId(row.user_id))),
+        );
     }
     Ok(ended)
 }

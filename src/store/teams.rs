@@ -244,16 +244,16 @@ pub async fn add_members(
     Ok(())
 }
 
-/// Removes users from a team; returns how many were members.
+/// Removes users from a team; returns those who were members.
 pub async fn remove_members(
     db: &impl Conn,
     tenant_id: TenantId,
     team: TeamId,
     users: &[UserId],
-) -> Result<u64> {
-    let mut removed = 0;
+) -> Result<Vec<UserId>> {
+    let mut removed = Vec::new();
     for chunk in users.chunks(CHUNK) {
-        removed += team_member::Entity::delete_many()
+        let rows = team_member::Entity::delete_many()
             .filter(team_member::Column::TenantId.eq(tenant_id.0))
             .filter(team_member::Column::TeamId.eq(team.0))
             .filter(super::one_of(
@@ -261,11 +261,25 @@ pub async fn remove_members(
                 team_member::Column::UserId,
                 chunk.iter().map(|id| id.0),
             ))
-            .exec(db)
-            .await?
-            .rows_affected;
+            .exec_with_returning(db)
+            .await?;
+        removed.extend(rows.into_iter().map(|row| UserId(row.user_id)));
     }
     Ok(removed)
+}
+
+/// Removes every member of a team; returns who they were.
+pub async fn remove_all_members(
+    db: &impl Conn,
+    tenant_id: TenantId,
+    team: TeamId,
+) -> Result<Vec<UserId>> {
+    let rows = team_member::Entity::delete_many()
+        .filter(team_member::Column::TenantId.eq(tenant_id.0))
+        .filter(team_member::Column::TeamId.eq(team.0))
+        .exec_with_returning(db)
+        .await?;
+    Ok(rows.into_iter().map(|row| UserId(row.user_id)).collect())
 }
 
 /// Changes a member's role; false when the user is not a member.

@@ -15,6 +15,7 @@ mod harness;
 
 mod activity;
 mod auth;
+mod events;
 mod ip_acl;
 mod lockout;
 mod recovery;

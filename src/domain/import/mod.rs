@@ -29,9 +29,9 @@ use super::{
 };
 use crate::{
     model::{
-        ClientInfo, DialerProfile, Email, Error, Language, NewActivity, Password, PersonName,
-        PhoneNumber, Principal, Result, RoleDef, RoleScope, TenantId, TimeZone, User, UserId,
-        UserStatus, Username, builtin_roles, normalize_role_keys,
+        ClientInfo, DialerProfile, Email, Error, EventType, Language, NewActivity, NewEvent,
+        Password, PersonName, PhoneNumber, Principal, Result, RoleDef, RoleScope, TenantId,
+        TimeZone, User, UserId, UserStatus, Username, builtin_roles, normalize_role_keys,
     },
     store::{self, Touched, tokens::NewActionToken},
 };
@@ -223,10 +223,25 @@ impl App {
             if !options.suppress_emails {
                 store::invitations::insert(tx, principal.tenant_id, &created, now).await?;
             }
-            self.record(tx, activity).await
+            self.record(tx, activity).await?;
+            // The feed's events last: the account's event counter stays locked until the commit.
+            let events: Vec<NewEvent> = created
+                .iter()
+                .map(|user| {
+                    NewEvent::on_user(
+                        principal.tenant_id,
+                        Some(principal.user_id),
+                        EventType::UserCreated,
+                        *user,
+                        json!({ "imported": true, "invited": !options.suppress_emails }),
+                    )
+                })
+                .collect();
+            store::events::append(tx, &events, now).await.map(|_| ())
         };
         self.commit_import(principal.tenant_id, tx, second_part, now, finish)
             .await?;
+        self.events.ring();
         // The import commits its own transactions (two, as one): it wakes the invitation maker.
         if !options.suppress_emails {
             self.invitation_wake.notify_one();

@@ -3,6 +3,8 @@
 pub mod action_token;
 pub mod activity;
 pub mod backup_code;
+pub mod event;
+pub mod event_counter;
 pub mod invitation_batch;
 pub mod outbox;
 pub mod role;

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, DbBackend, EntityTrait, QueryFilter, Statement,
-    sea_query::{Expr, ExprTrait},
+    sea_query::{Expr, ExprTrait, Query},
 };
 
 use crate::model::{Email, Error, Result, SealedSecrets, TenantId, User, UserId, UserStatus};
@@ -199,30 +199,33 @@ pub async fn reactivate(
     tenant_id: TenantId,
     ids: &[UserId],
     now: DateTime<Utc>,
-) -> Result<u64> {
+) -> Result<Vec<UserId>> {
     let status = Expr::case(
         Expr::col(user::Column::EmailVerifiedAt).is_null(),
         UserStatus::PendingConfirmation.as_str(),
     )
     .finally(UserStatus::Active.as_str());
-    let mut changed = 0;
+    let mut changed = Vec::new();
     for chunk in ids.chunks(crate::store::ids_per_statement(db)) {
-        changed += user::Entity::update_many()
-            .col_expr(user::Column::Status, status.clone().into())
-            .col_expr(user::Column::UpdatedAt, Expr::value(now))
-            .filter(user::Column::TenantId.eq(tenant_id.0))
-            .filter(crate::store::one_of(
+        let statement = Query::update()
+            .table(user::Entity)
+            .value(user::Column::Status, status.clone())
+            .value(user::Column::UpdatedAt, Expr::value(now))
+            .and_where(user::Column::TenantId.eq(tenant_id.0))
+            .and_where(crate::store::one_of(
                 db,
                 user::Column::Id,
                 chunk.iter().map(|id| id.0),
             ))
-            .filter(
+            .and_where(
                 user::Column::Status
                     .is_in([UserStatus::Inactive.as_str(), UserStatus::Locked.as_str()]),
             )
-            .exec(db)
-            .await?
-            .rows_affected;
+            .returning(Query::returning().column(user::Column::Id))
+            .to_owned();
+        for row in db.query_all(&statement).await? {
+            changed.push(UserId(row.try_get("", "id")?));
+        }
     }
     Ok(changed)
 }
