@@ -169,7 +169,7 @@ pub fn bounded<T>(field: &str, items: &[T], max: usize) -> Result<()> {
     Ok(())
 }
 
-/// Bounds of repeated request fields (README, "Limits").
+/// Bounds of repeated request fields (docs/api-conventions.md, "Errors").
 pub mod limits {
     /// Role keys in one list (a user's roles, a filter's, a mass action's).
     pub const ROLES: usize = 100;
