@@ -486,6 +486,28 @@ impl pb::user_service_server::UserService for UserApi {
         ))
     }
 
+    async fn batch_get_users(
+        &self,
+        request: Request<pb::BatchGetUsersRequest>,
+    ) -> Result<Response<pb::BatchGetUsersResponse>, Status> {
+        let principal = self.ctx.principal(&request)?;
+        let ids = &request.get_ref().user_ids;
+        bounded("user_ids", ids, limits::BATCH_GET)?;
+        let mut violations = Violations::default();
+        let parsed: Vec<Option<UserId>> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| violations.check(user_id(&format!("user_ids[{i}]"), id)))
+            .collect();
+        violations.finish()?;
+        let ids: Vec<UserId> = parsed.into_iter().flatten().collect();
+        let (users, missing) = self.ctx.app.batch_get_users(&principal, &ids).await?;
+        Ok(Response::new(pb::BatchGetUsersResponse {
+            users: users.into_iter().map(Into::into).collect(),
+            missing_user_ids: missing.iter().map(ToString::to_string).collect(),
+        }))
+    }
+
     async fn list_users(
         &self,
         request: Request<pb::ListUsersRequest>,

@@ -320,6 +320,42 @@ impl App {
         }
     }
 
+    /// Many users by id, in the order asked (a repeated id repeats its user), and the ids that
+    /// name no user of the account. Reading only oneself needs no permission.
+    pub async fn batch_get_users(
+        &self,
+        principal: &Principal,
+        ids: &[UserId],
+    ) -> Result<(Vec<User>, Vec<UserId>)> {
+        if ids.iter().all(|id| *id == principal.user_id) {
+            policy::authorize(principal, Action::ReadSelf)?;
+        } else {
+            policy::authorize(principal, Action::ReadUsers)?;
+        }
+        let mut unique = ids.to_vec();
+        unique.sort();
+        unique.dedup();
+        let page = UserPageRequest {
+            filter: crate::model::UserFilter {
+                ids: Some(unique.clone()),
+                ..Default::default()
+            },
+            order: crate::model::UserOrder::Created,
+            descending: false,
+            page_size: unique.len().max(1) as u64,
+            after: None,
+        };
+        let (found, _) = store::users::list(self.store.db(), principal.tenant_id, &page).await?;
+        let by_id: std::collections::HashMap<UserId, User> =
+            found.into_iter().map(|user| (user.id, user)).collect();
+        let users = ids.iter().filter_map(|id| by_id.get(id).cloned()).collect();
+        let missing = unique
+            .into_iter()
+            .filter(|id| !by_id.contains_key(id))
+            .collect();
+        Ok((users, missing))
+    }
+
     /// A page of the account's users: reading other users, under the same rule as GetUser.
     pub async fn list_users(
         &self,

@@ -187,6 +187,8 @@ pub mod limits {
     pub const KINDS: usize = 10;
     /// Users named in one call (a mass action's selection, team members added or removed).
     pub const USERS: usize = 100_000;
+    /// Users read by one BatchGetUsers call.
+    pub const BATCH_GET: usize = 1_000;
     /// Event types in a feed's filter.
     pub const EVENT_TYPES: usize = 50;
     /// Field violations described in one error's message and details (the rest are counted),

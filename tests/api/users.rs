@@ -2133,3 +2133,70 @@ async fn reads_follow_every_write_here_and_on_another_replica() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_get_users_answers_in_the_order_asked_and_reports_the_missing() {
+    let app = spawn_app().await;
+    let acme = org(&app, "Acme", "ann@acme.test").await;
+    let other = org(&app, "Other", "olga@other.test").await;
+    let bob = pending(&app, acme.token(), "bob@acme.test", &["REPORTS"]).await;
+    let rita = member(&app, &acme, "rita@acme.test", &["REPORTS"]).await;
+    let unknown = ::uuid::Uuid::now_v7().to_string();
+    let batch = |token: &str, ids: Vec<String>| {
+        let token = token.to_owned();
+        let app = &app;
+        async move {
+            crate::users_support::users(app)
+                .batch_get_users(crate::harness::authed(
+                    pb::BatchGetUsersRequest { user_ids: ids },
+                    &token,
+                ))
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+    let found = batch(
+        acme.token(),
+        vec![
+            rita.user_id.clone(),
+            bob.id.clone(),
+            other.owner.user_id.clone(),
+            unknown.clone(),
+            rita.user_id.clone(),
+        ],
+    )
+    .await
+    .unwrap();
+    let ids: Vec<&str> = found.users.iter().map(|u| u.id.as_str()).collect();
+    assert_eq!(ids, [&rita.user_id, &bob.id, &rita.user_id]);
+    assert_eq!(found.users[1].email, "bob@acme.test");
+    let mut missing = found.missing_user_ids.clone();
+    missing.sort();
+    let mut expected = vec![other.owner.user_id.clone(), unknown];
+    expected.sort();
+    assert_eq!(
+        missing, expected,
+        "another account's user is simply missing"
+    );
+
+    // Reading others needs users.read; oneself is always allowed.
+    expect_code(
+        batch(&rita.access_token, vec![bob.id.clone()]).await,
+        Code::PermissionDenied,
+    );
+    let me = batch(&rita.access_token, vec![rita.user_id.clone()])
+        .await
+        .unwrap();
+    assert_eq!(me.users.len(), 1);
+
+    expect_bad_fields(
+        batch(acme.token(), vec![bob.id.clone(), "nope".into()]).await,
+        &["user_ids[1]"],
+    );
+    expect_bad_fields(
+        batch(acme.token(), vec![bob.id.clone(); 1001]).await,
+        &["user_ids"],
+    );
+    let none = batch(acme.token(), vec![]).await.unwrap();
+    assert!(none.users.is_empty() && none.missing_user_ids.is_empty());
+}
