@@ -15,7 +15,7 @@ use tower_http::trace::TraceLayer;
 use crate::{
     api::{
         ActivityApi, ApiContext, AttemptLimiter, AuthApi, EventApi, RoleApi, SecurityApi,
-        SessionApi, TeamApi, TwoFactorApi, UserApi, pb,
+        ServiceAccountApi, SessionApi, TeamApi, TwoFactorApi, UserApi, pb,
     },
     config::Settings,
     domain::{
@@ -96,6 +96,7 @@ const SERVICES: &[&str] = &[
     "roster.v1.ActivityService",
     "roster.v1.SecurityService",
     "roster.v1.EventService",
+    "roster.v1.ServiceAccountService",
 ];
 
 /// Connects to the database, applies migrations and returns the store.
@@ -158,6 +159,7 @@ pub async fn build_app(
         guard: Arc::new(LoginGuard::default()),
         cache: Arc::default(),
         events: Arc::default(),
+        api_keys: Arc::default(),
     };
     // Role changes younger than an access token must keep overriding the roles inside tokens.
     store::users::forget_role_changes_before(app.store.db(), now - access_ttl).await?;
@@ -213,6 +215,10 @@ pub async fn serve(
     ));
     let prune_task = tokio::spawn(prune_revocations(app.clone(), stop_rx.clone()));
     let invitation_task = tokio::spawn(send_invitations(app.clone(), stop_rx.clone()));
+    let key_use_task = tokio::spawn(crate::domain::service_accounts::record_key_use(
+        app.clone(),
+        stop_rx.clone(),
+    ));
     let events_task = tokio::spawn(crate::domain::events::prune_events(
         app.clone(),
         stop_rx.clone(),
@@ -262,6 +268,11 @@ pub async fn serve(
         pb::security_service_server::SecurityServiceServer::new(SecurityApi::new(ctx.clone()))
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);
+    let service_accounts = pb::service_account_service_server::ServiceAccountServiceServer::new(
+        ServiceAccountApi::new(ctx.clone()),
+    )
+    .max_decoding_message_size(limit)
+    .max_encoding_message_size(limit);
     let events = pb::event_service_server::EventServiceServer::new(EventApi::new(ctx.clone()))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
@@ -317,6 +328,7 @@ pub async fn serve(
         .add_service(activity)
         .add_service(security)
         .add_service(events)
+        .add_service(service_accounts)
         // Server::tcp_nodelay does not reach an incoming stream we bind ourselves: without
         // TCP_NODELAY small responses wait for the peer's delayed ACK (about 40 ms each).
         .serve_with_incoming_shutdown(
@@ -335,6 +347,7 @@ pub async fn serve(
         prune_task,
         invitation_task,
         events_task,
+        key_use_task,
         unfinished_imports_task,
         replication_task,
         limiter_task

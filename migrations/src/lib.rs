@@ -19,6 +19,7 @@ mod m20261125_000017_clear_profile_secrets;
 mod m20261125_000018_import_parts;
 mod m20261202_000019_email_verification;
 mod m20261202_000020_events;
+mod m20261202_000021_service_accounts;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -41,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000018_import_parts::Migration),
             Box::new(m20261202_000019_email_verification::Migration),
             Box::new(m20261202_000020_events::Migration),
+            Box::new(m20261202_000021_service_accounts::Migration),
         ]
     }
 }

@@ -33,6 +33,8 @@ impl MigrationTrait for Migration {
                     .col(string_null("target_type"))
                     .col(uuid_null("target_id"))
                     .col(uuid_null("actor_user_id"))
+                    // "service_account" when the actor is one; null for a user (or none).
+                    .col(string_null("actor_type"))
                     .col(text("fields"))
                     .col(timestamp_with_time_zone("created_at"))
                     .primary_key(Index::create().col("tenant_id").col("seq"))

@@ -34,9 +34,18 @@ const MAX_ACTIONS: usize = 50;
 
 /// A record as the API shows it.
 pub fn record(record: ActivityRecord) -> pb::ActivityRecord {
+    let by_service_account =
+        record.details.get("actor_type") == Some(&serde_json::Value::from("service_account"));
+    let actor = record.actor.map(|id| id.to_string()).unwrap_or_default();
+    let (actor_user_id, actor_service_account_id) = if by_service_account {
+        (String::new(), actor)
+    } else {
+        (actor, String::new())
+    };
     pb::ActivityRecord {
         id: record.id.to_string(),
-        actor_user_id: record.actor.map(|id| id.to_string()).unwrap_or_default(),
+        actor_user_id,
+        actor_service_account_id,
         action: record.action,
         target_type: record.target_type.unwrap_or_default(),
         target_id: record
@@ -142,7 +151,7 @@ impl pb::activity_service_server::ActivityService for ActivityApi {
         &self,
         request: Request<pb::ListActivityRequest>,
     ) -> Result<Response<pb::ListActivityResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let request = request.into_inner();
         let mut violations = Violations::default();
         let parsed = violations.check(filter("filter", request.filter));
@@ -175,7 +184,7 @@ impl pb::activity_service_server::ActivityService for ActivityApi {
         &self,
         request: Request<pb::WatchActivityRequest>,
     ) -> Result<Response<Self::WatchActivityStream>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let token = self.ctx.bearer(&request).unwrap_or_default().to_owned();
         let mut parsed = filter("filter", request.into_inner().filter)?;
         // A live feed has no time range.

@@ -268,7 +268,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
         &self,
         request: Request<pb::LogoutRequest>,
     ) -> Result<Response<pb::LogoutResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let client = self.ctx.client(&request);
         self.ctx.app.logout(&principal, &client).await?;
         Ok(Response::new(pb::LogoutResponse {}))
@@ -282,10 +282,15 @@ impl pb::auth_service_server::AuthService for AuthApi {
         let token = request.token;
         let address = request.client_address.trim();
         let verified = if address.is_empty() {
-            self.ctx.app.authenticate(token.trim())
+            self.ctx.app.authenticate(token.trim()).await
         } else {
             match address.parse::<std::net::IpAddr>() {
-                Ok(address) => self.ctx.app.authenticate_from(token.trim(), Some(address)),
+                Ok(address) => {
+                    self.ctx
+                        .app
+                        .authenticate_from(token.trim(), Some(address))
+                        .await
+                }
                 Err(_) => {
                     return Err(Error::invalid("client_address", "is not an IP address").into());
                 }
@@ -309,7 +314,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
         &self,
         request: Request<pb::WhoAmIRequest>,
     ) -> Result<Response<pb::WhoAmIResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let (user, tenant) = self.ctx.app.who_am_i(&principal).await?;
         Ok(Response::new(pb::WhoAmIResponse {
             user: Some(std::sync::Arc::unwrap_or_clone(user).into()),
@@ -321,7 +326,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
         &self,
         request: Request<pb::ChangePasswordRequest>,
     ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let client = self.ctx.client(&request);
         let request = request.into_inner();
         let mut violations = Violations::default();

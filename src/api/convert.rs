@@ -182,14 +182,31 @@ impl From<Tenant> for pb::Tenant {
 
 impl From<Principal> for pb::Principal {
     fn from(principal: Principal) -> Self {
+        let (user_id, session_id, service_account_id, api_key_id) = if principal.service_account {
+            (
+                String::new(),
+                String::new(),
+                principal.user_id.to_string(),
+                principal.session_id.to_string(),
+            )
+        } else {
+            (
+                principal.user_id.to_string(),
+                principal.session_id.to_string(),
+                String::new(),
+                String::new(),
+            )
+        };
         Self {
             tenant_id: principal.tenant_id.to_string(),
-            user_id: principal.user_id.to_string(),
-            session_id: principal.session_id.to_string(),
+            user_id,
+            session_id,
             roles: principal.roles,
             permissions: principal.permissions,
             is_owner: principal.is_owner,
             expires_at: Some(timestamp(principal.expires_at)),
+            service_account_id,
+            api_key_id,
         }
     }
 }

@@ -30,6 +30,8 @@ impl EventApi {
 
 /// An event as the API shows it.
 fn event(event: Event) -> pb::Event {
+    let actor_user_id = actor_of(&event, false);
+    let actor_service_account_id = actor_of(&event, true);
     pb::Event {
         cursor: event.cursor.to_string(),
         id: event.id.to_string(),
@@ -37,9 +39,18 @@ fn event(event: Event) -> pb::Event {
         r#type: event.event_type,
         target_type: event.target_type.unwrap_or_default(),
         target_id: event.target_id.map(|id| id.to_string()).unwrap_or_default(),
-        actor_user_id: event.actor.map(|id| id.to_string()).unwrap_or_default(),
+        actor_user_id,
+        actor_service_account_id,
         fields: structure(event.fields),
         occurred_at: Some(timestamp(event.created_at)),
+    }
+}
+
+/// The event's actor id when it is of the kind asked (a service account or a user), else empty.
+fn actor_of(event: &Event, service_account: bool) -> String {
+    match event.actor {
+        Some(actor) if event.actor_service_account == service_account => actor.to_string(),
+        _ => String::new(),
     }
 }
 
@@ -117,7 +128,7 @@ impl pb::event_service_server::EventService for EventApi {
         &self,
         request: Request<pb::ListEventsRequest>,
     ) -> Result<Response<pb::ListEventsResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let request = request.into_inner();
         let mut violations = Violations::default();
         let after = violations.check(cursor("after", &request.after));
@@ -148,7 +159,7 @@ impl pb::event_service_server::EventService for EventApi {
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let token = self.ctx.bearer(&request).unwrap_or_default().to_owned();
         let request = request.into_inner();
         let mut violations = Violations::default();

@@ -9,6 +9,7 @@ mod limits;
 mod paging;
 mod roles;
 mod security;
+mod service_accounts;
 mod sessions;
 mod teams;
 mod two_factor;
@@ -31,6 +32,7 @@ pub use events::EventApi;
 pub use limits::AttemptLimiter;
 pub use roles::RoleApi;
 pub use security::SecurityApi;
+pub use service_accounts::ServiceAccountApi;
 pub use sessions::SessionApi;
 pub use teams::TeamApi;
 pub use two_factor::TwoFactorApi;
@@ -61,14 +63,17 @@ impl ApiContext {
     /// The verified identity of the caller, from `authorization: Bearer <token>`. Records the
     /// tenant and user on the request's span. A token of a user with the extended IP ACL on is
     /// refused (IP_NOT_ALLOWED) from outside their allowed networks.
-    pub fn principal<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
+    pub async fn principal<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
         let token = bearer_token(request.metadata()).ok_or_else(|| {
             Status::from(Error::unauthenticated(
                 "MISSING_TOKEN",
                 "send authorization: Bearer <access token>",
             ))
         })?;
-        let principal = self.app.authenticate_from(token, self.client_ip(request))?;
+        let principal = self
+            .app
+            .authenticate_from(token, self.client_ip(request))
+            .await?;
         let span = tracing::Span::current();
         span.record("tenant_id", tracing::field::display(principal.tenant_id));
         span.record("user_id", tracing::field::display(principal.user_id));

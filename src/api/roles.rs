@@ -93,7 +93,7 @@ impl pb::role_service_server::RoleService for RoleApi {
         &self,
         request: Request<pb::ListPermissionsRequest>,
     ) -> Result<Response<pb::ListPermissionsResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let permissions = self
             .ctx
             .app
@@ -111,7 +111,7 @@ impl pb::role_service_server::RoleService for RoleApi {
         &self,
         request: Request<pb::ListRolesRequest>,
     ) -> Result<Response<pb::ListRolesResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let roles = self.ctx.app.list_roles(&principal).await?;
         Ok(Response::new(pb::ListRolesResponse {
             roles: roles.into_iter().map(Into::into).collect(),
@@ -122,7 +122,7 @@ impl pb::role_service_server::RoleService for RoleApi {
         &self,
         request: Request<pb::CreateRoleRequest>,
     ) -> Result<Response<pb::Role>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let client = self.ctx.client(&request);
         let role = RoleDef::try_from(request.into_inner())?;
         Ok(Response::new(
@@ -138,7 +138,7 @@ impl pb::role_service_server::RoleService for RoleApi {
         &self,
         request: Request<pb::UpdateRoleRequest>,
     ) -> Result<Response<pb::Role>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let client = self.ctx.client(&request);
         let role = RoleDef::try_from(request.into_inner())?;
         Ok(Response::new(
@@ -154,7 +154,7 @@ impl pb::role_service_server::RoleService for RoleApi {
         &self,
         request: Request<pb::DeleteRoleRequest>,
     ) -> Result<Response<pb::DeleteRoleResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let client = self.ctx.client(&request);
         let key = normalize_role_key("key", &request.get_ref().key)?;
         self.ctx.app.delete_role(&principal, &key, &client).await?;
@@ -165,7 +165,7 @@ impl pb::role_service_server::RoleService for RoleApi {
         &self,
         request: Request<pb::ChangeUserRoleRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let client = self.ctx.client(&request);
         let request = request.into_inner();
         let user = UserId::parse("user_id", &request.user_id)?;
@@ -207,7 +207,7 @@ impl pb::role_service_server::RoleService for RoleApi {
         &self,
         request: Request<pb::RemoveAllPermissionsRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let client = self.ctx.client(&request);
         let user = UserId::parse("user_id", &request.get_ref().user_id)?;
         Ok(Response::new(

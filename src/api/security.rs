@@ -24,7 +24,7 @@ impl pb::security_service_server::SecurityService for SecurityApi {
         &self,
         request: Request<pb::UnlockUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let client = self.ctx.client(&request);
         let user_id = UserId::parse("user_id", &request.get_ref().user_id)?;
         let user = self
@@ -39,7 +39,7 @@ impl pb::security_service_server::SecurityService for SecurityApi {
         &self,
         request: Request<pb::GetSecuritySettingsRequest>,
     ) -> Result<Response<pb::SecuritySettings>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let require_two_factor = self.ctx.app.security_settings(&principal).await?;
         Ok(Response::new(pb::SecuritySettings { require_two_factor }))
     }
@@ -48,7 +48,7 @@ impl pb::security_service_server::SecurityService for SecurityApi {
         &self,
         request: Request<pb::UpdateSecuritySettingsRequest>,
     ) -> Result<Response<pb::SecuritySettings>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let client = self.ctx.client(&request);
         let require_two_factor = match request.get_ref().require_two_factor {
             Some(required) => {

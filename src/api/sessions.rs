@@ -42,7 +42,7 @@ impl pb::session_service_server::SessionService for SessionApi {
         &self,
         request: Request<pb::ListSessionsRequest>,
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let request = request.into_inner();
         let mut violations = Violations::default();
         let user_id = if request.user_id.trim().is_empty() {
@@ -92,7 +92,7 @@ impl pb::session_service_server::SessionService for SessionApi {
         &self,
         request: Request<pb::RevokeSessionRequest>,
     ) -> Result<Response<pb::RevokeSessionResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let client = self.ctx.client(&request);
         let session_id = SessionId::parse("session_id", &request.get_ref().session_id)?;
         self.ctx
@@ -106,7 +106,7 @@ impl pb::session_service_server::SessionService for SessionApi {
         &self,
         request: Request<pb::RevokeUserSessionsRequest>,
     ) -> Result<Response<pb::RevokeUserSessionsResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let client = self.ctx.client(&request);
         let user_id = UserId::parse("user_id", &request.get_ref().user_id)?;
         let ended = self
@@ -123,7 +123,7 @@ impl pb::session_service_server::SessionService for SessionApi {
         &self,
         request: Request<pb::RevokeAllSessionsRequest>,
     ) -> Result<Response<pb::RevokeAllSessionsResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let client = self.ctx.client(&request);
         let ended = self
             .ctx

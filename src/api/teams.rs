@@ -114,7 +114,7 @@ impl pb::team_service_server::TeamService for TeamApi {
         &self,
         request: Request<pb::CreateTeamRequest>,
     ) -> Result<Response<pb::Team>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let client = self.ctx.client(&request);
         let new = NewTeam::try_from(request.into_inner())?;
         let team = self.ctx.app.create_team(&principal, new, &client).await?;
@@ -125,7 +125,7 @@ impl pb::team_service_server::TeamService for TeamApi {
         &self,
         request: Request<pb::GetTeamRequest>,
     ) -> Result<Response<pb::Team>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let id = TeamId::parse("team_id", &request.get_ref().team_id)?;
         Ok(Response::new(
             self.ctx.app.get_team(&principal, id).await?.into(),
@@ -136,7 +136,7 @@ impl pb::team_service_server::TeamService for TeamApi {
         &self,
         request: Request<pb::ListTeamsRequest>,
     ) -> Result<Response<pb::ListTeamsResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let request = request.into_inner();
         bounded("kinds", &request.kinds, limits::KINDS)?;
         let kinds = request
@@ -171,7 +171,7 @@ impl pb::team_service_server::TeamService for TeamApi {
         &self,
         request: Request<pb::UpdateTeamRequest>,
     ) -> Result<Response<pb::Team>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let client = self.ctx.client(&request);
         let request = request.into_inner();
         let id = TeamId::parse("team_id", &request.team_id)?;
@@ -218,7 +218,7 @@ impl pb::team_service_server::TeamService for TeamApi {
         &self,
         request: Request<pb::DeleteTeamRequest>,
     ) -> Result<Response<pb::DeleteTeamResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let client = self.ctx.client(&request);
         let id = TeamId::parse("team_id", &request.get_ref().team_id)?;
         self.ctx.app.delete_team(&principal, id, &client).await?;
@@ -229,7 +229,7 @@ impl pb::team_service_server::TeamService for TeamApi {
         &self,
         request: Request<pb::AddTeamMembersRequest>,
     ) -> Result<Response<pb::AddTeamMembersResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let client = self.ctx.client(&request);
         let request = request.into_inner();
         let id = TeamId::parse("team_id", &request.team_id)?;
@@ -257,7 +257,7 @@ impl pb::team_service_server::TeamService for TeamApi {
         &self,
         request: Request<pb::RemoveTeamMembersRequest>,
     ) -> Result<Response<pb::RemoveTeamMembersResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let client = self.ctx.client(&request);
         let request = request.into_inner();
         let id = TeamId::parse("team_id", &request.team_id)?;
@@ -276,7 +276,7 @@ impl pb::team_service_server::TeamService for TeamApi {
         &self,
         request: Request<pb::ListTeamMembersRequest>,
     ) -> Result<Response<pb::ListTeamMembersResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let request = request.into_inner();
         let id = TeamId::parse("team_id", &request.team_id)?;
         let size = paging::page_size("page_size", request.page_size)?;
@@ -307,7 +307,7 @@ impl pb::team_service_server::TeamService for TeamApi {
         &self,
         request: Request<pb::ChangeTeamMemberRoleRequest>,
     ) -> Result<Response<pb::TeamMembership>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let client = self.ctx.client(&request);
         let request = request.into_inner();
         let id = TeamId::parse("team_id", &request.team_id)?;

@@ -36,7 +36,7 @@ impl pb::two_factor_service_server::TwoFactorService for TwoFactorApi {
         &self,
         request: Request<pb::BeginTwoFactorEnrollmentRequest>,
     ) -> Result<Response<pb::BeginTwoFactorEnrollmentResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let enrollment = self.ctx.app.begin_two_factor_enrollment(&principal).await?;
         Ok(Response::new(pb::BeginTwoFactorEnrollmentResponse {
             secret: enrollment.secret_base32,
@@ -49,7 +49,7 @@ impl pb::two_factor_service_server::TwoFactorService for TwoFactorApi {
         &self,
         request: Request<pb::ConfirmTwoFactorRequest>,
     ) -> Result<Response<pb::ConfirmTwoFactorResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let client = self.ctx.client(&request);
         let request = request.into_inner();
         let confirmed = self
@@ -68,7 +68,7 @@ impl pb::two_factor_service_server::TwoFactorService for TwoFactorApi {
         &self,
         request: Request<pb::DisableTwoFactorRequest>,
     ) -> Result<Response<pb::DisableTwoFactorResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let client = self.ctx.client(&request);
         let request = request.into_inner();
         self.ctx
@@ -82,7 +82,7 @@ impl pb::two_factor_service_server::TwoFactorService for TwoFactorApi {
         &self,
         request: Request<pb::RegenerateBackupCodesRequest>,
     ) -> Result<Response<pb::RegenerateBackupCodesResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let client = self.ctx.client(&request);
         let request = request.into_inner();
         let backup_codes = self
@@ -99,7 +99,7 @@ impl pb::two_factor_service_server::TwoFactorService for TwoFactorApi {
         &self,
         request: Request<pb::GetTwoFactorStatusRequest>,
     ) -> Result<Response<pb::TwoFactorStatus>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let request = request.into_inner();
         let user_id = if request.user_id.trim().is_empty() {
             None
@@ -122,7 +122,7 @@ impl pb::two_factor_service_server::TwoFactorService for TwoFactorApi {
         &self,
         request: Request<pb::ResetTwoFactorRequest>,
     ) -> Result<Response<pb::ResetTwoFactorResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let client = self.ctx.client(&request);
         let user_id = UserId::parse("user_id", &request.get_ref().user_id)?;
         let ended = self

@@ -461,7 +461,7 @@ impl pb::user_service_server::UserService for UserApi {
         &self,
         request: Request<pb::CreateUserRequest>,
     ) -> Result<Response<pb::CreateUserResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let client = self.ctx.client(&request);
         let create = CreateUser::try_from(request.into_inner())?;
         let (user, token) = self
@@ -479,7 +479,7 @@ impl pb::user_service_server::UserService for UserApi {
         &self,
         request: Request<pb::GetUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let id = user_id("user_id", &request.get_ref().user_id)?;
         Ok(Response::new(
             std::sync::Arc::unwrap_or_clone(self.ctx.app.get_user(&principal, id).await?).into(),
@@ -490,7 +490,7 @@ impl pb::user_service_server::UserService for UserApi {
         &self,
         request: Request<pb::BatchGetUsersRequest>,
     ) -> Result<Response<pb::BatchGetUsersResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let ids = &request.get_ref().user_ids;
         bounded("user_ids", ids, limits::BATCH_GET)?;
         let mut violations = Violations::default();
@@ -512,7 +512,7 @@ impl pb::user_service_server::UserService for UserApi {
         &self,
         request: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let request = request.into_inner();
         let include_total = request.include_total_size;
         let page = UserPageRequest::try_from(request)?;
@@ -545,7 +545,7 @@ impl pb::user_service_server::UserService for UserApi {
         &self,
         request: Request<pb::UpdateUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let client = self.ctx.client(&request);
         let request = request.into_inner();
         let id = user_id("user_id", &request.user_id)?;
@@ -563,7 +563,7 @@ impl pb::user_service_server::UserService for UserApi {
         &self,
         request: Request<pb::DeleteUserRequest>,
     ) -> Result<Response<pb::DeleteUserResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let client = self.ctx.client(&request);
         let id = user_id("user_id", &request.get_ref().user_id)?;
         self.ctx.app.delete_user(&principal, id, &client).await?;
@@ -574,7 +574,7 @@ impl pb::user_service_server::UserService for UserApi {
         &self,
         request: Request<pb::DeactivateUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let client = self.ctx.client(&request);
         let id = user_id("user_id", &request.get_ref().user_id)?;
         Ok(Response::new(
@@ -590,7 +590,7 @@ impl pb::user_service_server::UserService for UserApi {
         &self,
         request: Request<pb::ReactivateUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let client = self.ctx.client(&request);
         let id = user_id("user_id", &request.get_ref().user_id)?;
         Ok(Response::new(
@@ -606,7 +606,7 @@ impl pb::user_service_server::UserService for UserApi {
         &self,
         request: Request<pb::ResendInvitationRequest>,
     ) -> Result<Response<pb::ResendInvitationResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let client = self.ctx.client(&request);
         let id = user_id("user_id", &request.get_ref().user_id)?;
         let return_token = request.get_ref().return_activation_token;
@@ -624,7 +624,7 @@ impl pb::user_service_server::UserService for UserApi {
         &self,
         request: Request<pb::ResetPasswordRequest>,
     ) -> Result<Response<pb::ResetPasswordResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let client = self.ctx.client(&request);
         let id = user_id("user_id", &request.get_ref().user_id)?;
         let require_change = request.get_ref().require_change;
@@ -642,7 +642,7 @@ impl pb::user_service_server::UserService for UserApi {
         &self,
         request: Request<pb::TransferOwnershipRequest>,
     ) -> Result<Response<pb::TransferOwnershipResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let client = self.ctx.client(&request);
         let request = request.into_inner();
         let new_owner = user_id("new_owner_user_id", &request.new_owner_user_id)?;
@@ -684,7 +684,7 @@ impl pb::user_service_server::UserService for UserApi {
         &self,
         request: Request<Streaming<pb::ImportUsersRequest>>,
     ) -> Result<Response<pb::ImportUsersResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let client = self.ctx.client(&request);
         let mut stream = request.into_inner();
         let mut csv = Vec::new();
@@ -729,7 +729,7 @@ impl pb::user_service_server::UserService for UserApi {
         &self,
         request: Request<pb::BulkUpdateUsersRequest>,
     ) -> Result<Response<pb::BulkUpdateUsersResponse>, Status> {
-        let principal = self.ctx.principal(&request)?;
+        let principal = self.ctx.principal(&request).await?;
         let client = self.ctx.client(&request);
         let request = request.into_inner();
         use pb::bulk_update_users_request::Selection as Sel;

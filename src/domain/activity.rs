@@ -164,7 +164,7 @@ impl ActivityWatch {
     /// expired or its session ended (the stream then ends with that status).
     pub async fn next(&mut self) -> Result<Option<FeedEvent>> {
         loop {
-            self.still_authorized()?;
+            self.still_authorized().await?;
             if *self.closing.borrow() {
                 return Ok(None);
             }
@@ -192,11 +192,8 @@ impl ActivityWatch {
 
     /// The token must stay valid (not expired, its session and user not revoked) for the watch
     /// to go on.
-    fn still_authorized(&self) -> Result<()> {
-        self.app
-            .tokens
-            .verify(&self.access_token, self.app.clock.now())
-            .map(|_| ())
+    async fn still_authorized(&self) -> Result<()> {
+        self.app.authenticate(&self.access_token).await.map(|_| ())
     }
 }
 

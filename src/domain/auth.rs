@@ -389,17 +389,24 @@ impl App {
     }
 
     /// Verifies an access token (no database round trip).
-    pub fn authenticate(&self, access_token: &str) -> Result<Principal> {
+    pub async fn authenticate(&self, access_token: &str) -> Result<Principal> {
+        if access_token.starts_with(super::service_accounts::KEY_PREFIX) {
+            return self.authenticate_api_key(access_token).await;
+        }
         self.tokens.verify(access_token, self.clock.now())
     }
 
     /// Verifies an access token presented from `address`: a token of a user with the extended
-    /// IP ACL on is refused from outside their allowed networks (no database round trip).
-    pub fn authenticate_from(
+    /// IP ACL on is refused from outside their allowed networks (no database round trip). An
+    /// API key (`rsk_...`) gives its service account's principal.
+    pub async fn authenticate_from(
         &self,
         access_token: &str,
         address: Option<std::net::IpAddr>,
     ) -> Result<Principal> {
+        if access_token.starts_with(super::service_accounts::KEY_PREFIX) {
+            return self.authenticate_api_key(access_token).await;
+        }
         self.tokens
             .verify_from(access_token, self.clock.now(), address)
     }

@@ -152,6 +152,16 @@ impl ConnectionTrait for Change {
 }
 
 impl App {
+    /// Marks the events whose actor is a service account (one that called this replica: the
+    /// actor of a change always has, moments ago).
+    pub(crate) fn mark_service_account_actors(&self, events: &mut [NewEvent]) {
+        for event in events {
+            event.actor_service_account = event
+                .actor
+                .is_some_and(|actor| self.api_keys.is_service_account(actor));
+        }
+    }
+
     /// Opens a unit of work.
     pub(crate) async fn change(&self) -> Result<Change> {
         Ok(Change {
@@ -177,7 +187,8 @@ impl App {
             events,
         } = change;
         // Numbered last: the account's counter stays locked only from here to the commit.
-        let events = events.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut events = events.into_inner().unwrap_or_else(|e| e.into_inner());
+        self.mark_service_account_actors(&mut events);
         if !events.is_empty() {
             store::events::append(&tx, &events, self.clock.now()).await?;
         }

@@ -82,9 +82,7 @@ impl EventWatch {
     /// its session ended, or the database cannot be read (the consumer resumes from its cursor).
     pub async fn next(&mut self) -> Result<Option<WatchItem>> {
         loop {
-            self.app
-                .tokens
-                .verify(&self.access_token, self.app.clock.now())?;
+            self.app.authenticate(&self.access_token).await?;
             if *self.closing.borrow() {
                 return Ok(None);
             }

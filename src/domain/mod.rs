@@ -20,6 +20,7 @@ pub mod replication;
 pub mod roles;
 pub mod sealing;
 pub mod security;
+pub mod service_accounts;
 pub mod sessions;
 pub mod sign_in;
 pub mod teams;
@@ -84,6 +85,8 @@ pub struct App {
     pub cache: Arc<cache::ReadCache>,
     /// Rings when events were committed here or on another replica.
     pub events: Arc<events::EventBell>,
+    /// The API keys this replica has checked.
+    pub api_keys: Arc<service_accounts::KeyCache>,
 }
 
 impl App {
@@ -159,7 +162,14 @@ impl App {
 
     /// Writes an activity record inside `db`'s transaction, and the feed's event of it when it
     /// describes a change other services act on.
-    async fn record(&self, db: &impl change::Journal, activity: NewActivity) -> Result<()> {
+    async fn record(&self, db: &impl change::Journal, mut activity: NewActivity) -> Result<()> {
+        if activity
+            .actor
+            .is_some_and(|actor| self.api_keys.is_service_account(actor))
+            && let Some(details) = activity.details.as_object_mut()
+        {
+            details.insert("actor_type".into(), "service_account".into());
+        }
         if let (Some(event_type), Some(target)) = (
             crate::model::EventType::for_action(activity.action),
             activity.target_id,
@@ -170,6 +180,7 @@ impl App {
                 target_type: activity.target_type.unwrap_or("user"),
                 target_id: target,
                 actor: activity.actor,
+                actor_service_account: false,
                 fields: activity.details.clone(),
             };
             if !db.emit_event(event) {

@@ -50,6 +50,8 @@ pub enum Action {
     ReadActivity,
     /// Read and follow the account's event feed.
     ReadEvents,
+    /// Create, read, change and delete the account's service accounts and their API keys.
+    ManageServiceAccounts,
     /// Read the account's security settings.
     ReadSecuritySettings,
     /// Change the account's security settings (two-factor requirement): the owner's.
@@ -156,6 +158,20 @@ pub fn authorize_superuser_change(principal: &Principal) -> Result<()> {
 /// Allows or refuses an account-level `action`.
 pub fn authorize(principal: &Principal, action: Action) -> Result<()> {
     password_change_gate(principal, action)?;
+    let own_user = matches!(
+        action,
+        Action::ReadSelf
+            | Action::ChangeOwnPassword
+            | Action::EndOwnSession
+            | Action::ManageOwnTwoFactor
+            | Action::ManageOwnSessions
+    );
+    if principal.service_account && own_user {
+        return Err(denied(
+            "SERVICE_ACCOUNT",
+            "a service account has no user profile, password, second factor or sessions",
+        ));
+    }
     match action {
         Action::ReadSelf
         | Action::ChangeOwnPassword
@@ -166,6 +182,7 @@ pub fn authorize(principal: &Principal, action: Action) -> Result<()> {
         Action::ManageSessions => require(principal, Permission::SessionsManage),
         Action::ReadActivity => require(principal, Permission::ActivityRead),
         Action::ReadEvents => require(principal, Permission::EventsRead),
+        Action::ManageServiceAccounts => require(principal, Permission::ServiceAccountsManage),
         Action::ReadSecuritySettings => require(principal, Permission::UsersRead),
         Action::ChangeSecuritySettings => {
             if principal.is_owner {
@@ -414,6 +431,7 @@ mod tests {
             two_factor_enrollment_required: false,
             issued_at: Utc::now(),
             expires_at: Utc::now(),
+            service_account: false,
         }
     }
 

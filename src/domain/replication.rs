@@ -295,6 +295,11 @@ async fn listen(app: App, mut listener: Listener, origin: Uuid, mut stop: watch:
                     deliver(&app, &payload).await;
                 } else if channel == notify::EVENTS_CHANNEL {
                     app.events.ring();
+                } else if channel == notify::SERVICE_ACCOUNTS_CHANNEL {
+                    let account = uuid::Uuid::parse_str(&payload)
+                        .ok()
+                        .map(crate::model::ServiceAccountId);
+                    app.api_keys.forget(account);
                 } else {
                     app.store.writes().advance();
                     if channel == notify::REVOCATION_CHANNEL {
@@ -306,6 +311,7 @@ async fn listen(app: App, mut listener: Listener, origin: Uuid, mut stop: watch:
             }
             Ok(None) => {
                 tracing::warn!("postgres listener reconnected; catching up on revocations");
+                app.api_keys.forget(None);
                 synced_at = catch_up(&app, &revocations, synced_at).await;
             }
             Err(err) => {

@@ -549,6 +549,7 @@ impl TokenIssuer {
                 two_factor_enrollment_required: claims.tfr,
                 issued_at,
                 expires_at,
+                service_account: false,
             },
             generation: claims.g,
             networks: claims.n,

@@ -83,6 +83,8 @@ pub struct NewEvent {
     pub target_id: Uuid,
     /// The user (or service account) that made the change; `None` for roster itself.
     pub actor: Option<UserId>,
+    /// The actor is a service account (set as the change commits).
+    pub actor_service_account: bool,
     /// What changed, as a JSON object; never a secret.
     pub fields: serde_json::Value,
 }
@@ -102,6 +104,7 @@ impl NewEvent {
             target_type: "user",
             target_id: user.0,
             actor,
+            actor_service_account: false,
             fields,
         }
     }
@@ -117,6 +120,7 @@ pub struct Event {
     pub target_type: Option<String>,
     pub target_id: Option<Uuid>,
     pub actor: Option<UserId>,
+    pub actor_service_account: bool,
     pub fields: serde_json::Value,
     pub created_at: DateTime<Utc>,
 }

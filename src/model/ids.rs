@@ -50,3 +50,15 @@ id_type!(
     /// Identifies a login session.
     SessionId, "session"
 );
+
+id_type!(
+    /// A service account: a machine caller of an account.
+    ServiceAccountId,
+    "service account"
+);
+
+id_type!(
+    /// An API key of a service account.
+    ApiKeyId,
+    "API key"
+);

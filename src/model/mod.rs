@@ -10,6 +10,7 @@ mod principal;
 mod profile;
 mod roles;
 mod secret;
+mod service_account;
 mod session;
 mod team;
 mod tenant;
@@ -20,7 +21,7 @@ pub use activity::{ActivityFilter, ActivityRecord, ClientInfo, NewActivity};
 pub use clock::{Clock, SystemClock};
 pub use error::{Error, FieldViolation, Result, Violations, bounded, limits};
 pub use event::{Event, EventFilter, EventType, NewEvent};
-pub use ids::{SessionId, TenantId, UserId};
+pub use ids::{ApiKeyId, ServiceAccountId, SessionId, TenantId, UserId};
 pub use principal::Principal;
 pub use profile::{
     AutoDial, DialerProfile, Extension, Language, PbxExtension, PhoneNumber, ProfileSecrets,
@@ -32,6 +33,7 @@ pub use roles::{
     normalize_role_keys,
 };
 pub use secret::{SEALED_PREFIX, Secret};
+pub use service_account::{ApiKey, ServiceAccount, ServiceAccountPatch};
 pub use session::SessionRecord;
 pub use team::{Membership, Team, TeamFilter, TeamId, TeamKind, TeamRole};
 pub use tenant::{Tenant, TenantRef, slug_from_name};

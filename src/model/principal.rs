@@ -23,6 +23,9 @@ pub struct Principal {
     pub issued_at: DateTime<Utc>,
     /// When the access token expires.
     pub expires_at: DateTime<Utc>,
+    /// A service account calling with an API key: `user_id` is the service account's id and
+    /// `session_id` the key's; it has no profile, password, second factor or sessions.
+    pub service_account: bool,
 }
 
 impl Principal {

@@ -32,11 +32,12 @@ pub enum Permission {
     InboxAccess,
     InboxManage,
     EventsRead,
+    ServiceAccountsManage,
 }
 
 impl Permission {
     /// Every permission, in catalogue order.
-    pub const ALL: [Permission; 24] = [
+    pub const ALL: [Permission; 25] = [
         Self::UsersRead,
         Self::UsersWrite,
         Self::UsersDelete,
@@ -61,6 +62,7 @@ impl Permission {
         Self::InboxAccess,
         Self::InboxManage,
         Self::EventsRead,
+        Self::ServiceAccountsManage,
     ];
 
     /// The string form, e.g. `users.read`.
@@ -125,6 +127,10 @@ pub const ALL_PERMISSIONS: &[(PermissionKey, &str)] = &[
         "manage the Inbox: conversations of every team member",
     ),
     ("events.read", "read and follow the account's event feed"),
+    (
+        "service_accounts.manage",
+        "manage service accounts and their API keys (not admin-grade ones)",
+    ),
 ];
 
 /// Permissions that make a role admin-grade: only the owner creates, changes or assigns a role
@@ -135,6 +141,7 @@ pub const ADMIN_GRADE_PERMISSIONS: &[PermissionKey] = &[
     "roles.assign",
     "roles.manage",
     "sessions.manage",
+    "service_accounts.manage",
 ];
 
 /// Where a role applies. A user holds any number of account roles, and at most one Platform role
@@ -367,6 +374,7 @@ impl BuiltinRole {
                 "sessions.manage",
                 "activity.read",
                 "events.read",
+                "service_accounts.manage",
                 "reports.run",
                 "cdr_reports.run",
                 "sip_settings.write",

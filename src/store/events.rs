@@ -54,6 +54,9 @@ pub async fn append(
                 target_type: Set(Some(new.target_type.to_owned())),
                 target_id: Set(Some(new.target_id)),
                 actor_user_id: Set(new.actor.map(|id| id.0)),
+                actor_type: Set(new
+                    .actor_service_account
+                    .then(|| "service_account".to_owned())),
                 fields: Set(new.fields.to_string()),
                 created_at: Set(now),
             });
@@ -144,6 +147,7 @@ fn to_event(row: event::Model) -> Result<Event> {
         target_type: row.target_type,
         target_id: row.target_id,
         actor: row.actor_user_id.map(UserId),
+        actor_service_account: row.actor_type.as_deref() == Some("service_account"),
         fields: serde_json::from_str(&row.fields).map_err(Error::internal_from)?,
         created_at: row.created_at,
     })

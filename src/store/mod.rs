@@ -11,6 +11,7 @@ pub mod lockouts;
 pub mod notify;
 pub mod outbox;
 pub mod roles;
+pub mod service_accounts;
 pub mod sessions;
 pub mod teams;
 pub mod tenants;

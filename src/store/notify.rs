@@ -17,6 +17,9 @@ pub const REVOCATION_CHANNEL: &str = "roster_revocations";
 /// Channel of the event feed: `<tenant id> <last number>` when a change wrote events.
 pub const EVENTS_CHANNEL: &str = "roster_events";
 
+/// Channel of service-account changes: the id of a service account whose keys or roles changed.
+pub const SERVICE_ACCOUNTS_CHANNEL: &str = "roster_service_accounts";
+
 /// Largest payload PostgreSQL accepts is 8,000 bytes; callers split what is bigger.
 pub const MAX_PAYLOAD: usize = 7_500;
 
@@ -61,7 +64,12 @@ impl Listener {
     pub async fn connect(url: &str) -> Result<Self> {
         let mut inner = PgListener::connect(url).await.map_err(unavailable)?;
         inner
-            .listen_all([ACTIVITY_CHANNEL, REVOCATION_CHANNEL, EVENTS_CHANNEL])
+            .listen_all([
+                ACTIVITY_CHANNEL,
+                REVOCATION_CHANNEL,
+                EVENTS_CHANNEL,
+                SERVICE_ACCOUNTS_CHANNEL,
+            ])
             .await
             .map_err(unavailable)?;
         Ok(Self { inner })

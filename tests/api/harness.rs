@@ -383,6 +383,15 @@ impl TestApp {
         }
     }
 
+    /// The server's clock plus `by`, as a protobuf timestamp.
+    pub fn clock_now_plus(&self, by: Duration) -> prost_types::Timestamp {
+        let at = self.clock.now() + chrono::Duration::from_std(by).expect("duration fits");
+        prost_types::Timestamp {
+            seconds: at.timestamp(),
+            nanos: at.timestamp_subsec_nanos() as i32,
+        }
+    }
+
     /// The server's database.
     pub fn database_url(&self) -> &str {
         &self.backing.database_url

@@ -24,6 +24,7 @@ mod replicas;
 mod roles;
 mod security_support;
 mod service;
+mod service_accounts;
 mod sessions;
 mod teams;
 mod trust;

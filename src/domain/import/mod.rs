@@ -225,7 +225,7 @@ impl App {
             }
             self.record(tx, activity).await?;
             // The feed's events last: the account's event counter stays locked until the commit.
-            let events: Vec<NewEvent> = created
+            let mut events: Vec<NewEvent> = created
                 .iter()
                 .map(|user| {
                     NewEvent::on_user(
@@ -237,6 +237,7 @@ impl App {
                     )
                 })
                 .collect();
+            self.mark_service_account_actors(&mut events);
             store::events::append(tx, &events, now).await.map(|_| ())
         };
         self.commit_import(principal.tenant_id, tx, second_part, now, finish)
@@ -719,6 +720,7 @@ mod proptests {
             two_factor_enrollment_required: false,
             issued_at: now,
             expires_at: now,
+            service_account: false,
         }
     }
 

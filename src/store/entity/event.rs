@@ -13,6 +13,7 @@ pub struct Model {
     pub target_type: Option<String>,
     pub target_id: Option<Uuid>,
     pub actor_user_id: Option<Uuid>,
+    pub actor_type: Option<String>,
     pub fields: String,
     pub created_at: DateTimeUtc,
 }

@@ -2,6 +2,7 @@
 
 pub mod action_token;
 pub mod activity;
+pub mod api_key;
 pub mod backup_code;
 pub mod event;
 pub mod event_counter;
@@ -10,6 +11,7 @@ pub mod outbox;
 pub mod role;
 pub mod role_change;
 pub mod server_key;
+pub mod service_account;
 pub mod session;
 pub mod team;
 pub mod team_member;
