@@ -36,7 +36,9 @@ use tonic_health::pb::{
 
 use roster::{
     api::pb::{
-        self, auth_service_client::AuthServiceClient, user_service_client::UserServiceClient,
+        self, auth_service_client::AuthServiceClient,
+        service_account_service_client::ServiceAccountServiceClient,
+        user_service_client::UserServiceClient,
     },
     config::Settings,
     domain::passwords::{Argon2Settings, hash_blocking, verify_with_memory},
@@ -158,6 +160,8 @@ pub enum Rpc {
     Health,
     /// `roster.v1.AuthService/ValidateToken`.
     ValidateToken,
+    /// `roster.v1.AuthService/ValidateToken` of a service account's API key.
+    ValidateApiKey,
     /// `roster.v1.AuthService/WhoAmI`.
     WhoAmI,
     /// `roster.v1.AuthService/Login`.
@@ -175,6 +179,7 @@ impl Rpc {
         match self {
             Self::Health => "grpc.health.v1.Health/Check",
             Self::ValidateToken => "roster.v1.AuthService/ValidateToken",
+            Self::ValidateApiKey => "AuthService/ValidateToken (API key)",
             Self::WhoAmI => "roster.v1.AuthService/WhoAmI",
             Self::Login => "roster.v1.AuthService/Login",
             Self::GetUser => "roster.v1.UserService/GetUser",
@@ -187,6 +192,8 @@ impl Rpc {
 /// What the calls need: the signed-up account's credentials and a valid access token.
 pub(crate) struct Fixture {
     pub(crate) access_token: String,
+    /// A key of a service account of the same account.
+    pub(crate) api_key: String,
     pub(crate) bearer: MetadataValue<Ascii>,
     pub(crate) login: pb::LoginRequest,
     /// GetUser cycles through these (with `--users`).
@@ -386,7 +393,13 @@ async fn bench(args: BenchArgs) -> anyhow::Result<bool> {
             .context("the argon2 hash panicked")??;
         Some(Arc::new(hashed))
     };
-    let mut all = vec![Rpc::Health, Rpc::ValidateToken, Rpc::WhoAmI, Rpc::Login];
+    let mut all = vec![
+        Rpc::Health,
+        Rpc::ValidateToken,
+        Rpc::ValidateApiKey,
+        Rpc::WhoAmI,
+        Rpc::Login,
+    ];
     if prepared.is_some() {
         all.extend([Rpc::GetUser, Rpc::ListFirstPage, Rpc::ListDeepPage]);
     }
@@ -682,11 +695,39 @@ async fn setup(channel: &Channel, mail_dir: &Path) -> anyhow::Result<Fixture> {
         .context("Login")?
         .into_inner()
         .access_token;
-    let bearer = format!("Bearer {access_token}")
+    let bearer: MetadataValue<Ascii> = format!("Bearer {access_token}")
         .parse()
         .context("the access token is not a valid header value")?;
+    let mut accounts = ServiceAccountServiceClient::new(channel.clone());
+    let mut create = Request::new(pb::CreateServiceAccountRequest {
+        name: "bench service".into(),
+        description: String::new(),
+        roles: vec!["REPORTS".into()],
+    });
+    create
+        .metadata_mut()
+        .insert("authorization", bearer.clone());
+    let account = accounts
+        .create_service_account(create)
+        .await
+        .context("CreateServiceAccount")?
+        .into_inner();
+    let mut make_key = Request::new(pb::CreateApiKeyRequest {
+        service_account_id: account.id,
+        expire_time: None,
+    });
+    make_key
+        .metadata_mut()
+        .insert("authorization", bearer.clone());
+    let api_key = accounts
+        .create_api_key(make_key)
+        .await
+        .context("CreateApiKey")?
+        .into_inner()
+        .api_key;
     Ok(Fixture {
         access_token,
+        api_key,
         bearer,
         login,
         user_ids: Vec::new(),
@@ -875,6 +916,18 @@ async fn call(
                 .map_err(status)?;
             if !answer.into_inner().valid {
                 return Err("the access token was reported invalid".into());
+            }
+        }
+        Rpc::ValidateApiKey => {
+            let answer = auth
+                .validate_token(pb::ValidateTokenRequest {
+                    token: fixture.api_key.clone(),
+                    client_address: String::new(),
+                })
+                .await
+                .map_err(status)?;
+            if !answer.into_inner().valid {
+                return Err("the API key was reported invalid".into());
             }
         }
         Rpc::WhoAmI => {
@@ -1283,6 +1336,7 @@ impl Report<'_> {
         let _ = writeln!(out);
         let _ = writeln!(out, "targets:");
         let validate = self.ratio_to_health(Rpc::ValidateToken);
+        let api_key = self.ratio_to_health(Rpc::ValidateApiKey);
         let who = self.ratio_to_health(Rpc::WhoAmI);
         let login = self.login_ratio();
         let existing = self
@@ -1295,6 +1349,11 @@ impl Report<'_> {
                 validate.map(|r| r >= 0.70),
                 "ValidateToken >= 70% of Health/Check throughput",
                 percent(validate),
+            ),
+            (
+                api_key.map(|r| r >= 0.70),
+                "ValidateToken (API key) >= 70% of Health/Check",
+                percent(api_key),
             ),
             (
                 who.map(|r| r >= 0.50),

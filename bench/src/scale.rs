@@ -14,7 +14,8 @@ use tonic::{Request, transport::Channel};
 use crate::run::{Fixture, PASSWORD};
 use roster::{
     api::pb::{
-        self, auth_service_client::AuthServiceClient, user_service_client::UserServiceClient,
+        self, auth_service_client::AuthServiceClient, event_service_client::EventServiceClient,
+        user_service_client::UserServiceClient,
     },
     domain::passwords::hash_blocking,
 };
@@ -46,6 +47,8 @@ pub struct Prepared {
     pub first_reads: (u64, Duration),
     /// Tokens of users of the group, to check after the deactivation.
     signed_in: Vec<String>,
+    /// Users the deactivation by the group's role selects.
+    pub group_size: u64,
 }
 
 /// Timings of the one-shot operations.
@@ -58,6 +61,60 @@ pub struct Timed {
     /// From the import's answer until the file sink held a message for every invited user
     /// (they are made in the background); `None` when they did not all come within 5 minutes.
     pub invitations_written: Option<Duration>,
+    /// From the deactivation's answer until a consumer watching the event feed had received
+    /// its `user.deactivated` event for every deactivated user; `None`: not within a minute.
+    pub events_received: Option<Duration>,
+}
+
+/// Opens a watch of the account's `user.deactivated` events from the end of the feed; the task
+/// answers when it has received `expected` of them (or fails after `within`).
+async fn watch_deactivations(
+    channel: &Channel,
+    fixture: &Fixture,
+    expected: u64,
+    within: Duration,
+) -> anyhow::Result<tokio::task::JoinHandle<Option<Instant>>> {
+    let filter = || pb::EventFilter {
+        types: vec!["user.deactivated".into()],
+        ..Default::default()
+    };
+    let mut events = EventServiceClient::new(channel.clone());
+    let end = events
+        .list_events(authed(
+            pb::ListEventsRequest {
+                after: String::new(),
+                filter: Some(filter()),
+                page_size: 1000,
+            },
+            fixture,
+        ))
+        .await
+        .context("ListEvents")?
+        .into_inner()
+        .next_cursor;
+    let mut stream = events
+        .watch_events(authed(
+            pb::WatchEventsRequest {
+                after: end,
+                filter: Some(filter()),
+            },
+            fixture,
+        ))
+        .await
+        .context("WatchEvents")?
+        .into_inner();
+    Ok(tokio::spawn(async move {
+        let deadline = Instant::now() + within;
+        let mut received = 0;
+        while received < expected {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match tokio::time::timeout(left, stream.message()).await {
+                Ok(Ok(Some(message))) => received += u64::from(message.event.is_some()),
+                _ => return None,
+            }
+        }
+        Some(Instant::now())
+    }))
 }
 
 fn users(channel: &Channel) -> UserServiceClient<Channel> {
@@ -258,6 +315,7 @@ pub async fn prepare(
         seeded,
         seed_time,
         first_reads,
+        group_size: group + signed_in.len() as u64,
         signed_in,
     })
 }
@@ -271,6 +329,13 @@ pub async fn timed(
     invitations: u64,
     mail_dir: &Path,
 ) -> anyhow::Result<Timed> {
+    let watcher = watch_deactivations(
+        channel,
+        fixture,
+        prepared.group_size,
+        Duration::from_secs(120),
+    )
+    .await?;
     let started = Instant::now();
     let outcome = users(channel)
         .bulk_update_users(authed(
@@ -290,6 +355,12 @@ pub async fn timed(
         .context("BulkUpdateUsers")?
         .into_inner();
     let deactivate_time = started.elapsed();
+    let answered = Instant::now();
+    let events_received = watcher
+        .await
+        .ok()
+        .flatten()
+        .map(|done| done.saturating_duration_since(answered));
     let mut auth = AuthServiceClient::new(channel.clone());
     let mut refused = 0;
     for token in &prepared.signed_in {
@@ -326,6 +397,7 @@ pub async fn timed(
         invited,
         invite_time,
         invitations_written,
+        events_received,
     })
 }
 
@@ -364,6 +436,15 @@ pub fn render(prepared: &Prepared, timed: Option<&Timed>) -> String {
             timed.deactivate_time.as_secs_f64(),
             timed.sessions_refused.0,
             timed.sessions_refused.1
+        ));
+        out.push_str(&format!(
+            "  its {} user.deactivated events, written in the change: {:.0} events/s; a watching consumer had them all {}\n",
+            timed.deactivated,
+            rate(timed.deactivated as f64, timed.deactivate_time),
+            timed.events_received.map_or("not within 2 minutes".to_owned(), |took| format!(
+                "{:.2} s after the answer",
+                took.as_secs_f64()
+            ))
         ));
         out.push_str(&format!(
             "ImportUsers of invitation rows (emails queued): {} users in {:.2} s\n",
@@ -405,6 +486,15 @@ pub fn targets(
             ),
             format!("deactivate {deactivate} users by a filter <= 2 s"),
             seconds(timed.deactivate_time),
+        ),
+        (
+            Some(
+                timed
+                    .events_received
+                    .is_some_and(|took| took <= Duration::from_secs(5)),
+            ),
+            format!("a watcher has the {deactivate} events <= 5 s after the answer"),
+            timed.events_received.map_or("missing".to_owned(), seconds),
         ),
     ]
 }
