@@ -44,25 +44,10 @@ pub async fn append(
     for (tenant, events) in by_tenant {
         let last = take_numbers(db, tenant, events.len() as i64).await?;
         let first = last - events.len() as i64 + 1;
-        for (start, chunk) in events.chunks(ROWS_PER_STATEMENT).enumerate() {
-            let base = first + (start * ROWS_PER_STATEMENT) as i64;
-            let rows = chunk.iter().enumerate().map(|(i, new)| event::ActiveModel {
-                tenant_id: Set(tenant),
-                seq: Set(base + i as i64),
-                id: Set(uuid::Uuid::now_v7()),
-                event_type: Set(new.event_type.as_str().to_owned()),
-                target_type: Set(Some(new.target_type.to_owned())),
-                target_id: Set(Some(new.target_id)),
-                actor_user_id: Set(new.actor.map(|id| id.0)),
-                actor_type: Set(new
-                    .actor_service_account
-                    .then(|| "service_account".to_owned())),
-                fields: Set(new.fields.to_string()),
-                created_at: Set(now),
-            });
-            event::Entity::insert_many(rows)
-                .exec_without_returning(db)
-                .await?;
+        if db.get_database_backend() == DbBackend::Postgres {
+            insert_unnested(db, tenant, first, &events, now).await?;
+        } else {
+            insert_rows(db, tenant, first, &events, now).await?;
         }
         if db.get_database_backend() == DbBackend::Postgres {
             notify::notify_all(db, notify::EVENTS_CHANNEL, vec![format!("{tenant} {last}")])
@@ -71,6 +56,99 @@ pub async fn append(
         heads.push((TenantId(tenant), last));
     }
     Ok(heads)
+}
+
+/// Multi-row inserts, a thousand rows a statement (SQLite).
+async fn insert_rows(
+    db: &impl Conn,
+    tenant: uuid::Uuid,
+    first: i64,
+    events: &[&NewEvent],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    for (start, chunk) in events.chunks(ROWS_PER_STATEMENT).enumerate() {
+        let base = first + (start * ROWS_PER_STATEMENT) as i64;
+        let rows = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, new)| event::ActiveModel {
+                tenant_id: Set(tenant),
+                seq: Set(base + i as i64),
+                id: Set(uuid::Uuid::now_v7()),
+                event_type: Set(new.event_type.as_str().to_owned()),
+                target_type: Set(Some(new.target_type.to_owned())),
+                target_id: Set(Some(new.target_id)),
+                actor_user_id: Set(new.actor.map(|id| id.0)),
+                actor_type: Set(actor_type(new).map(str::to_owned)),
+                fields: Set(new.fields.to_string()),
+                created_at: Set(now),
+            });
+        event::Entity::insert_many(rows)
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// One statement of arrays per 50,000 events (PostgreSQL): a mass action's 100,000 events are
+/// two round trips instead of a hundred.
+async fn insert_unnested(
+    db: &impl Conn,
+    tenant: uuid::Uuid,
+    first: i64,
+    events: &[&NewEvent],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    const PER_STATEMENT: usize = 50_000;
+    for (start, chunk) in events.chunks(PER_STATEMENT).enumerate() {
+        let base = first + (start * PER_STATEMENT) as i64;
+        let ids: Vec<uuid::Uuid> = chunk.iter().map(|_| uuid::Uuid::now_v7()).collect();
+        let types: Vec<String> = chunk
+            .iter()
+            .map(|e| e.event_type.as_str().to_owned())
+            .collect();
+        let target_types: Vec<String> = chunk.iter().map(|e| e.target_type.to_owned()).collect();
+        let targets: Vec<uuid::Uuid> = chunk.iter().map(|e| e.target_id).collect();
+        // Arrays of nullable values travel as nil / empty and turn back into NULL.
+        let actors: Vec<uuid::Uuid> = chunk
+            .iter()
+            .map(|e| e.actor.map_or(uuid::Uuid::nil(), |id| id.0))
+            .collect();
+        let actor_types: Vec<String> = chunk
+            .iter()
+            .map(|e| actor_type(e).unwrap_or_default().to_owned())
+            .collect();
+        let fields: Vec<String> = chunk.iter().map(|e| e.fields.to_string()).collect();
+        db.execute_raw(sea_orm::Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "INSERT INTO events (tenant_id, seq, id, event_type, target_type, target_id, \
+             actor_user_id, actor_type, fields, created_at) \
+             SELECT $1, $2 + t.n - 1, t.id, t.event_type, t.target_type, t.target_id, \
+             NULLIF(t.actor, '00000000-0000-0000-0000-000000000000'::uuid), \
+             NULLIF(t.actor_type, ''), t.fields, $3 \
+             FROM unnest($4::uuid[], $5::text[], $6::text[], $7::uuid[], $8::uuid[], $9::text[], \
+             $10::text[]) WITH ORDINALITY \
+             AS t(id, event_type, target_type, target_id, actor, actor_type, fields, n)",
+            [
+                tenant.into(),
+                base.into(),
+                now.into(),
+                ids.into(),
+                types.into(),
+                target_types.into(),
+                targets.into(),
+                actors.into(),
+                actor_types.into(),
+                fields.into(),
+            ],
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+fn actor_type(event: &NewEvent) -> Option<&'static str> {
+    event.actor_service_account.then_some("service_account")
 }
 
 /// Advances the account's counter by `count` and returns its new value, holding the row's lock
