@@ -232,28 +232,37 @@ fn to_event(row: event::Model) -> Result<Event> {
 }
 
 /// Deletes the events written before `before`, every account's, and moves each account's
-/// `pruned_through` up to the last number deleted; returns how many were deleted.
+/// `pruned_through` up to the last number deleted; returns how many were deleted. It walks each
+/// account's events by number up to the first one written at or after `before` and deletes
+/// those before it (numbers follow commit order, times the changes' clocks: an old event just
+/// after a young one is kept a little longer, never skipped).
 pub async fn prune(db: &impl Conn, before: DateTime<Utc>) -> Result<u64> {
-    let expired: Vec<(uuid::Uuid, Option<i64>)> = event::Entity::find()
-        .select_only()
-        .column(event::Column::TenantId)
-        .column_as(event::Column::Seq.max(), "through")
-        .filter(event::Column::CreatedAt.lt(before))
-        .group_by(event::Column::TenantId)
-        .into_tuple()
-        .all(db)
-        .await?;
+    let counters = event_counter::Entity::find().all(db).await?;
     let mut deleted = 0;
-    for (tenant, through) in expired {
-        let Some(through) = through else { continue };
+    for counter in counters {
+        let first_young: Option<i64> = event::Entity::find()
+            .select_only()
+            .column(event::Column::Seq)
+            .filter(event::Column::TenantId.eq(counter.tenant_id))
+            .filter(event::Column::Seq.gt(counter.pruned_through))
+            .filter(event::Column::CreatedAt.gte(before))
+            .order_by_asc(event::Column::Seq)
+            .limit(1)
+            .into_tuple()
+            .one(db)
+            .await?;
+        let through = first_young.map_or(counter.last_seq, |seq| seq - 1);
+        if through <= counter.pruned_through {
+            continue;
+        }
         event_counter::Entity::update_many()
             .col_expr(event_counter::Column::PrunedThrough, Expr::value(through))
-            .filter(event_counter::Column::TenantId.eq(tenant))
+            .filter(event_counter::Column::TenantId.eq(counter.tenant_id))
             .filter(event_counter::Column::PrunedThrough.lt(through))
             .exec(db)
             .await?;
         deleted += event::Entity::delete_many()
-            .filter(event::Column::TenantId.eq(tenant))
+            .filter(event::Column::TenantId.eq(counter.tenant_id))
             .filter(event::Column::Seq.lte(through))
             .exec(db)
             .await?
