@@ -16,7 +16,7 @@ use crate::{
 /// How often a watch looks for events without being woken (a lost notification costs this).
 const POLL_EVERY: Duration = Duration::from_secs(1);
 /// Events a watch reads per query.
-const WATCH_BATCH: u64 = 500;
+const WATCH_BATCH: u64 = 1_000;
 /// How often expired events are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
