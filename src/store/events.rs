@@ -68,21 +68,18 @@ async fn insert_rows(
 ) -> Result<()> {
     for (start, chunk) in events.chunks(ROWS_PER_STATEMENT).enumerate() {
         let base = first + (start * ROWS_PER_STATEMENT) as i64;
-        let rows = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, new)| event::ActiveModel {
-                tenant_id: Set(tenant),
-                seq: Set(base + i as i64),
-                id: Set(uuid::Uuid::now_v7()),
-                event_type: Set(new.event_type.as_str().to_owned()),
-                target_type: Set(Some(new.target_type.to_owned())),
-                target_id: Set(Some(new.target_id)),
-                actor_user_id: Set(new.actor.map(|id| id.0)),
-                actor_type: Set(actor_type(new).map(str::to_owned)),
-                fields: Set(new.fields.to_string()),
-                created_at: Set(now),
-            });
+        let rows = chunk.iter().enumerate().map(|(i, new)| event::ActiveModel {
+            tenant_id: Set(tenant),
+            seq: Set(base + i as i64),
+            id: Set(uuid::Uuid::now_v7()),
+            event_type: Set(new.event_type.as_str().to_owned()),
+            target_type: Set(Some(new.target_type.to_owned())),
+            target_id: Set(Some(new.target_id)),
+            actor_user_id: Set(new.actor.map(|id| id.0)),
+            actor_type: Set(actor_type(new).map(str::to_owned)),
+            fields: Set(new.fields.to_string()),
+            created_at: Set(now),
+        });
         event::Entity::insert_many(rows)
             .exec_without_returning(db)
             .await?;
