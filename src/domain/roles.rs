@@ -262,7 +262,10 @@ impl App {
         store::users::mark_roles_changed(&tx, principal.tenant_id, &holders, now).await?;
         self.record(&tx, role_activity(principal, "role.updated", &role, client))
             .await?;
+        // Service accounts holding the role read their permissions again on the next call.
+        self.announce_keys_changed(&tx, None).await?;
         self.commit(tx).await?;
+        self.api_keys.forget(None);
         self.regrant(principal.tenant_id, &holders).await?;
         Ok(role)
     }
@@ -291,7 +294,9 @@ impl App {
             role_activity(principal, "role.deleted", &current, client),
         )
         .await?;
+        self.announce_keys_changed(&tx, None).await?;
         self.commit(tx).await?;
+        self.api_keys.forget(None);
         self.regrant(principal.tenant_id, &holders).await
     }
 

@@ -304,19 +304,17 @@ impl App {
         Ok(account)
     }
 
-    /// Tells every replica (and this one, after the commit) to read the account's keys again.
-    async fn announce_keys_changed(
+    /// Tells the other replicas, at the commit, to read the account's keys again (every key for
+    /// `None`: a custom role's permissions changed); the caller forgets them here after it.
+    pub(crate) async fn announce_keys_changed(
         &self,
         change: &super::change::Change,
-        account: ServiceAccountId,
+        account: Option<ServiceAccountId>,
     ) -> Result<()> {
         if self.store.is_postgres() {
-            store::notify::notify_all(
-                change,
-                notify::SERVICE_ACCOUNTS_CHANNEL,
-                vec![account.to_string()],
-            )
-            .await?;
+            let payload = account.map_or_else(|| "*".to_owned(), |id| id.to_string());
+            store::notify::notify_all(change, notify::SERVICE_ACCOUNTS_CHANNEL, vec![payload])
+                .await?;
         }
         Ok(())
     }
@@ -474,7 +472,7 @@ impl App {
             ),
         )
         .await?;
-        self.announce_keys_changed(&tx, id).await?;
+        self.announce_keys_changed(&tx, Some(id)).await?;
         self.commit(tx).await?;
         self.api_keys.forget(Some(id));
         Ok(account)
@@ -501,7 +499,7 @@ impl App {
             ),
         )
         .await?;
-        self.announce_keys_changed(&tx, id).await?;
+        self.announce_keys_changed(&tx, Some(id)).await?;
         self.commit(tx).await?;
         self.api_keys.forget(Some(id));
         Ok(())
@@ -585,7 +583,7 @@ impl App {
             ),
         )
         .await?;
-        self.announce_keys_changed(&tx, id).await?;
+        self.announce_keys_changed(&tx, Some(id)).await?;
         self.commit(tx).await?;
         self.api_keys.forget(Some(id));
         Ok(())

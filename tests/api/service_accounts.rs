@@ -521,3 +521,62 @@ async fn only_the_owner_manages_admin_grade_service_accounts_and_accounts_stay_a
 async fn get_user(app: &TestApp, token: &str, id: &str) -> Result<pb::User, Status> {
     crate::users_support::get(app, token, id).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_role_changed_bites_on_the_keys_of_its_holders_at_once() {
+    let app = spawn_app().await;
+    let acme = org(&app, "Acme", "ann@acme.test").await;
+    let (_, key) = lead_service(&app, &acme).await;
+    assert!(
+        !list_all(&app, &key, pb::UserFilter::default())
+            .await
+            .is_empty()
+    );
+    crate::roles::update_role(
+        &app,
+        acme.token(),
+        "LEAD_SERVICE",
+        "Lead service",
+        &["events.read"],
+    )
+    .await
+    .unwrap();
+    expect_code(
+        list(&app, &key, pb::ListUsersRequest::default()).await,
+        Code::PermissionDenied,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_account_resumes_the_feed_from_its_cursor_after_roster_restarts() {
+    let app = spawn_app().await;
+    let acme = org(&app, "Acme", "ann@acme.test").await;
+    let (_, key) = lead_service(&app, &acme).await;
+    let bob = pending(&app, acme.token(), "bob@acme.test", &["REPORTS"]).await;
+    let feed = |app: &TestApp, after: String| {
+        let channel = app.channel.clone();
+        let key = key.clone();
+        async move {
+            EventServiceClient::new(channel)
+                .list_events(authed(
+                    pb::ListEventsRequest {
+                        after,
+                        ..Default::default()
+                    },
+                    &key,
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let seen = feed(&app, String::new()).await;
+    let cursor = seen.next_cursor.clone();
+    assert_eq!(seen.events.last().unwrap().target_id, bob.id);
+    delete(&app, acme.token(), &bob.id).await.unwrap();
+    let app = app.restart().await;
+    let rest = feed(&app, cursor).await;
+    assert_eq!(rest.events.len(), 1);
+    assert_eq!(rest.events[0].r#type, "user.deleted");
+    assert_eq!(rest.events[0].target_id, bob.id);
+}
