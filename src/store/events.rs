@@ -28,18 +28,13 @@ use crate::model::{Error, Event, EventFilter, NewEvent, Result, TenantId, UserId
 const ROWS_PER_STATEMENT: usize = 1_000;
 
 /// Writes `events` with their numbers; call it last in the change's transaction, just before its
-/// commit. Returns each account's last number. On PostgreSQL it also announces them (one
-/// notification an account, delivered at commit) so that other replicas' watchers wake.
-pub async fn append(
-    db: &impl Conn,
-    events: &[NewEvent],
-    now: DateTime<Utc>,
-) -> Result<Vec<(TenantId, i64)>> {
+/// commit. On PostgreSQL it also announces them (one notification an account, delivered at
+/// commit) so that other replicas' watchers wake.
+pub async fn append(db: &impl Conn, events: &[NewEvent], now: DateTime<Utc>) -> Result<()> {
     let mut by_tenant: BTreeMap<uuid::Uuid, Vec<&NewEvent>> = BTreeMap::new();
     for event in events {
         by_tenant.entry(event.tenant_id.0).or_default().push(event);
     }
-    let mut heads = Vec::with_capacity(by_tenant.len());
     // Accounts in a fixed order: two changes never wait for each other's counters in a circle.
     for (tenant, events) in by_tenant {
         let last = take_numbers(db, tenant, events.len() as i64).await?;
@@ -53,9 +48,8 @@ pub async fn append(
             notify::notify_all(db, notify::EVENTS_CHANNEL, vec![format!("{tenant} {last}")])
                 .await?;
         }
-        heads.push((TenantId(tenant), last));
     }
-    Ok(heads)
+    Ok(())
 }
 
 /// Multi-row inserts, a thousand rows a statement (SQLite).

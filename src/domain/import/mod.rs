@@ -238,7 +238,7 @@ impl App {
                 })
                 .collect();
             self.mark_service_account_actors(&mut events);
-            store::events::append(tx, &events, now).await.map(|_| ())
+            store::events::append(tx, &events, now).await
         };
         self.commit_import(principal.tenant_id, tx, second_part, now, finish)
             .await?;
