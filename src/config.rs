@@ -197,6 +197,40 @@ pub struct SettingsArgs {
         default_value = "30days"
     )]
     pub event_retention: String,
+    /// Networks webhook deliveries may reach although they are loopback, link-local or private
+    /// (comma-separated CIDRs or addresses, e.g. `127.0.0.0/8,::1`); none by default.
+    #[arg(
+        global = true,
+        long,
+        env = "ROSTER_WEBHOOK_ALLOWED_NETWORKS",
+        default_value = ""
+    )]
+    pub webhook_allowed_networks: String,
+    /// How long a webhook delivery may take, connecting included.
+    #[arg(
+        global = true,
+        long,
+        env = "ROSTER_WEBHOOK_TIMEOUT",
+        default_value = "10s"
+    )]
+    pub webhook_timeout: String,
+    /// Wait before the first retry of a failed delivery; each further retry waits twice as long,
+    /// at most an hour.
+    #[arg(
+        global = true,
+        long,
+        env = "ROSTER_WEBHOOK_RETRY_BASE",
+        default_value = "5s"
+    )]
+    pub webhook_retry_base: String,
+    /// An endpoint failing for this long without a success is disabled and the owner told.
+    #[arg(
+        global = true,
+        long,
+        env = "ROSTER_WEBHOOK_DISABLE_AFTER",
+        default_value = "5days"
+    )]
+    pub webhook_disable_after: String,
 }
 
 /// Log output format.
@@ -232,6 +266,10 @@ pub struct Settings {
     pub password_reset_ttl: Duration,
     pub two_factor_challenge_ttl: Duration,
     pub event_retention: Duration,
+    pub webhook_allowed_networks: Vec<IpNet>,
+    pub webhook_timeout: Duration,
+    pub webhook_retry_base: Duration,
+    pub webhook_disable_after: Duration,
 }
 
 /// A setting that could not be used.
@@ -241,6 +279,24 @@ pub struct SettingError {
     pub env: &'static str,
     pub flag: &'static str,
     pub reason: String,
+}
+
+/// A comma-separated list of networks (CIDRs or single addresses).
+fn networks(env: &'static str, flag: &'static str, text: &str) -> Result<Vec<IpNet>, SettingError> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            entry
+                .parse::<IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|err| SettingError {
+                    env,
+                    flag,
+                    reason: format!("{entry:?}: {err}"),
+                })
+        })
+        .collect()
 }
 
 fn parse<T: FromStr>(env: &'static str, flag: &'static str, text: &str) -> Result<T, SettingError>
@@ -369,22 +425,16 @@ impl TryFrom<SettingsArgs> for Settings {
             Some(text) => positive("ROSTER_HASH_CONCURRENCY", "hash-concurrency", text)?,
             None => cores,
         };
-        let trusted_proxies = args
-            .trusted_proxies
-            .split(',')
-            .map(str::trim)
-            .filter(|entry| !entry.is_empty())
-            .map(|entry| {
-                entry
-                    .parse::<IpNet>()
-                    .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
-                    .map_err(|err| SettingError {
-                        env: "ROSTER_TRUSTED_PROXIES",
-                        flag: "trusted-proxies",
-                        reason: format!("{entry:?}: {err}"),
-                    })
-            })
-            .collect::<Result<_, _>>()?;
+        let trusted_proxies = networks(
+            "ROSTER_TRUSTED_PROXIES",
+            "trusted-proxies",
+            &args.trusted_proxies,
+        )?;
+        let webhook_allowed_networks = networks(
+            "ROSTER_WEBHOOK_ALLOWED_NETWORKS",
+            "webhook-allowed-networks",
+            &args.webhook_allowed_networks,
+        )?;
         let token_signing_key = match args.token_signing_key.filter(|key| !key.trim().is_empty()) {
             Some(key) if key.trim().len() < 32 => {
                 return Err(SettingError {
@@ -466,6 +516,22 @@ impl TryFrom<SettingsArgs> for Settings {
                 "ROSTER_EVENT_RETENTION",
                 "event-retention",
                 &args.event_retention,
+            )?,
+            webhook_allowed_networks,
+            webhook_timeout: duration(
+                "ROSTER_WEBHOOK_TIMEOUT",
+                "webhook-timeout",
+                &args.webhook_timeout,
+            )?,
+            webhook_retry_base: duration(
+                "ROSTER_WEBHOOK_RETRY_BASE",
+                "webhook-retry-base",
+                &args.webhook_retry_base,
+            )?,
+            webhook_disable_after: duration(
+                "ROSTER_WEBHOOK_DISABLE_AFTER",
+                "webhook-disable-after",
+                &args.webhook_disable_after,
             )?,
         })
     }

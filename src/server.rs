@@ -15,7 +15,7 @@ use tower_http::trace::TraceLayer;
 use crate::{
     api::{
         ActivityApi, ApiContext, AttemptLimiter, AuthApi, EventApi, RoleApi, SecurityApi,
-        ServiceAccountApi, SessionApi, TeamApi, TwoFactorApi, UserApi, pb,
+        ServiceAccountApi, SessionApi, TeamApi, TwoFactorApi, UserApi, WebhookApi, pb,
     },
     config::Settings,
     domain::{
@@ -97,6 +97,7 @@ const SERVICES: &[&str] = &[
     "roster.v1.SecurityService",
     "roster.v1.EventService",
     "roster.v1.ServiceAccountService",
+    "roster.v1.WebhookService",
 ];
 
 /// Connects to the database, applies migrations and returns the store.
@@ -150,6 +151,12 @@ pub async fn build_app(
             password_reset_ttl: chrono(settings.password_reset_ttl),
             challenge_ttl: chrono(settings.two_factor_challenge_ttl),
             event_retention: chrono(settings.event_retention),
+            webhooks: crate::domain::webhooks::WebhookRules {
+                allowed_networks: settings.webhook_allowed_networks.clone(),
+                timeout: settings.webhook_timeout,
+                retry_base: settings.webhook_retry_base,
+                disable_after: chrono(settings.webhook_disable_after),
+            },
         }),
         store,
         clock,
@@ -223,6 +230,10 @@ pub async fn serve(
         app.clone(),
         stop_rx.clone(),
     ));
+    let webhooks_task = tokio::spawn(crate::domain::webhooks::deliver_webhooks(
+        app.clone(),
+        stop_rx.clone(),
+    ));
     let unfinished_imports_task =
         tokio::spawn(undo_unfinished_imports(app.clone(), stop_rx.clone()));
     // In the background: usually there is nothing in clear (a partial index tells at once).
@@ -276,6 +287,10 @@ pub async fn serve(
     let events = pb::event_service_server::EventServiceServer::new(EventApi::new(ctx.clone()))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
+    let webhooks =
+        pb::webhook_service_server::WebhookServiceServer::new(WebhookApi::new(ctx.clone()))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit);
 
     let trace = TraceLayer::new_for_grpc()
         .make_span_with(|request: &http::Request<_>| {
@@ -329,6 +344,7 @@ pub async fn serve(
         .add_service(security)
         .add_service(events)
         .add_service(service_accounts)
+        .add_service(webhooks)
         // Server::tcp_nodelay does not reach an incoming stream we bind ourselves: without
         // TCP_NODELAY small responses wait for the peer's delayed ACK (about 40 ms each).
         .serve_with_incoming_shutdown(
@@ -348,6 +364,7 @@ pub async fn serve(
         invitation_task,
         events_task,
         key_use_task,
+        webhooks_task,
         unfinished_imports_task,
         replication_task,
         limiter_task

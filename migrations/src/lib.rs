@@ -20,6 +20,7 @@ mod m20261125_000018_import_parts;
 mod m20261202_000019_email_verification;
 mod m20261202_000020_events;
 mod m20261202_000021_service_accounts;
+mod m20261202_000022_webhooks;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -43,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000019_email_verification::Migration),
             Box::new(m20261202_000020_events::Migration),
             Box::new(m20261202_000021_service_accounts::Migration),
+            Box::new(m20261202_000022_webhooks::Migration),
         ]
     }
 }

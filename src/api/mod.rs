@@ -14,6 +14,7 @@ mod sessions;
 mod teams;
 mod two_factor;
 mod users;
+mod webhooks;
 
 use std::{net::IpAddr, sync::Arc};
 
@@ -37,6 +38,7 @@ pub use sessions::SessionApi;
 pub use teams::TeamApi;
 pub use two_factor::TwoFactorApi;
 pub use users::{UserApi, default_listing_token_after};
+pub use webhooks::WebhookApi;
 
 /// Generated protobuf types and services of `roster.v1`.
 #[allow(clippy::all, missing_docs)]

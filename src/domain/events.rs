@@ -41,7 +41,7 @@ impl EventBell {
             .send_modify(|count| *count = count.wrapping_add(1));
     }
 
-    fn subscribe(&self) -> watch::Receiver<u64> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.rung.subscribe()
     }
 }
@@ -203,6 +203,12 @@ pub async fn prune_events(app: App, mut stop: watch::Receiver<bool>) {
             Ok(0) => {}
             Ok(deleted) => tracing::info!(deleted, "expired events deleted"),
             Err(err) => tracing::warn!(error = %err, "deleting expired events failed"),
+        }
+        // Webhook log entries go with their events.
+        match store::webhooks::prune_deliveries(app.store.db(), before).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "expired webhook log entries deleted"),
+            Err(err) => tracing::warn!(error = %err, "deleting expired webhook log entries failed"),
         }
         tokio::select! {
             _ = tokio::time::sleep(PRUNE_EVERY) => {}

@@ -27,6 +27,7 @@ pub mod teams;
 pub mod tokens;
 pub mod two_factor;
 pub mod users;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -63,6 +64,8 @@ pub struct Policies {
     pub challenge_ttl: Duration,
     /// How long events stay in the feed.
     pub event_retention: Duration,
+    /// How webhooks are delivered.
+    pub webhooks: webhooks::WebhookRules,
 }
 
 /// Everything the use cases share; cheap to clone.

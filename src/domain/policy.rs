@@ -52,6 +52,8 @@ pub enum Action {
     ReadEvents,
     /// Create, read, change and delete the account's service accounts and their API keys.
     ManageServiceAccounts,
+    /// Create, read, change and delete the account's webhook endpoints; read their deliveries.
+    ManageWebhooks,
     /// Read the account's security settings.
     ReadSecuritySettings,
     /// Change the account's security settings (two-factor requirement): the owner's.
@@ -183,6 +185,7 @@ pub fn authorize(principal: &Principal, action: Action) -> Result<()> {
         Action::ReadActivity => require(principal, Permission::ActivityRead),
         Action::ReadEvents => require(principal, Permission::EventsRead),
         Action::ManageServiceAccounts => require(principal, Permission::ServiceAccountsManage),
+        Action::ManageWebhooks => require(principal, Permission::WebhooksManage),
         Action::ReadSecuritySettings => require(principal, Permission::UsersRead),
         Action::ChangeSecuritySettings => {
             if principal.is_owner {

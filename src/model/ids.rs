@@ -62,3 +62,15 @@ id_type!(
     ApiKeyId,
     "API key"
 );
+
+id_type!(
+    /// A webhook endpoint of an account.
+    WebhookEndpointId,
+    "webhook endpoint"
+);
+
+id_type!(
+    /// One event's delivery to one webhook endpoint.
+    WebhookDeliveryId,
+    "webhook delivery"
+);

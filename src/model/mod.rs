@@ -16,12 +16,15 @@ mod team;
 mod tenant;
 mod user;
 mod values;
+mod webhook;
 
 pub use activity::{ActivityFilter, ActivityRecord, ClientInfo, NewActivity};
 pub use clock::{Clock, SystemClock};
 pub use error::{Error, FieldViolation, Result, Violations, bounded, limits};
 pub use event::{Event, EventFilter, EventType, NewEvent};
-pub use ids::{ApiKeyId, ServiceAccountId, SessionId, TenantId, UserId};
+pub use ids::{
+    ApiKeyId, ServiceAccountId, SessionId, TenantId, UserId, WebhookDeliveryId, WebhookEndpointId,
+};
 pub use principal::Principal;
 pub use profile::{
     AutoDial, DialerProfile, Extension, Language, PbxExtension, PhoneNumber, ProfileSecrets,
@@ -39,6 +42,10 @@ pub use team::{Membership, Team, TeamFilter, TeamId, TeamKind, TeamRole};
 pub use tenant::{Tenant, TenantRef, slug_from_name};
 pub use user::{MatchMode, User, UserCursor, UserFilter, UserOrder, UserPageRequest, UserStatus};
 pub use values::{AccountName, Email, Login, Password, PersonName, Username, parse_tags};
+pub use webhook::{
+    DeliveryStatus, WEBHOOK_DESCRIPTION_CHARS, WEBHOOK_URL_CHARS, WebhookDelivery, WebhookEndpoint,
+    WebhookEndpointPatch,
+};
 
 #[cfg(test)]
 mod proptests;

@@ -33,11 +33,12 @@ pub enum Permission {
     InboxManage,
     EventsRead,
     ServiceAccountsManage,
+    WebhooksManage,
 }
 
 impl Permission {
     /// Every permission, in catalogue order.
-    pub const ALL: [Permission; 25] = [
+    pub const ALL: [Permission; 26] = [
         Self::UsersRead,
         Self::UsersWrite,
         Self::UsersDelete,
@@ -63,6 +64,7 @@ impl Permission {
         Self::InboxManage,
         Self::EventsRead,
         Self::ServiceAccountsManage,
+        Self::WebhooksManage,
     ];
 
     /// The string form, e.g. `users.read`.
@@ -130,6 +132,10 @@ pub const ALL_PERMISSIONS: &[(PermissionKey, &str)] = &[
     (
         "service_accounts.manage",
         "manage service accounts and their API keys (not admin-grade ones)",
+    ),
+    (
+        "webhooks.manage",
+        "manage webhook endpoints, read their delivery log and redeliver",
     ),
 ];
 
@@ -375,6 +381,7 @@ impl BuiltinRole {
                 "activity.read",
                 "events.read",
                 "service_accounts.manage",
+                "webhooks.manage",
                 "reports.run",
                 "cdr_reports.run",
                 "sip_settings.write",

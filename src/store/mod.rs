@@ -18,6 +18,7 @@ pub mod tenants;
 pub mod tokens;
 pub mod two_factor;
 pub mod users;
+pub mod webhooks;
 
 use std::{
     collections::VecDeque,

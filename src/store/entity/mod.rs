@@ -21,3 +21,5 @@ pub mod user;
 pub mod user_lockout;
 pub mod user_role;
 pub mod user_tag;
+pub mod webhook_delivery;
+pub mod webhook_endpoint;
