@@ -33,3 +33,4 @@ mod users;
 mod users_bulk;
 mod users_matrix;
 mod users_support;
+mod webhooks;
