@@ -3,8 +3,9 @@
 #   1. cargo fmt --check and cargo clippy with warnings as errors;
 #   2. cargo test: unit tests and the black-box API suite on SQLite;
 #   3. the API suite again on a throwaway PostgreSQL 15 (started here, removed on exit);
-#   4. the end-to-end test with outside clients (grpcurl, Envoy, Python grpcio) against the
-#      real binary, in a virtualenv at target/e2e-venv.
+#   4. the end-to-end tests with outside clients (grpcurl, Envoy, Python grpcio, pyotp,
+#      standardwebhooks) against the real binary, in a virtualenv at target/e2e-venv; the
+#      webhook one on SQLite and on the throwaway PostgreSQL.
 # Every step runs even when an earlier one failed; a summary closes the output, and the exit
 # status is non-zero when any step failed. Without PostgreSQL the run skips that step loudly,
 # except under CI=true, where it fails.
@@ -138,6 +139,7 @@ start_postgres() {
 
 E2E_TEST=tests/e2e/test_outside_clients.py
 E2E_TOTP_TEST=tests/e2e/test_totp_pyotp.py
+E2E_WEBHOOKS_TEST=tests/e2e/test_webhooks.py
 E2E_REQUIREMENTS=tests/e2e/requirements.txt
 E2E_VENV=$TARGET_DIR/e2e-venv
 
@@ -173,6 +175,14 @@ run_e2e_totp() {
     prepare_e2e_venv || return 1
     cargo build --bin roster || return 1
     ROSTER_BIN="$TARGET_DIR/debug/roster" "$E2E_VENV/bin/python" "$E2E_TOTP_TEST"
+}
+
+# Webhooks against standardwebhooks (an independent implementation); on PostgreSQL when $1 is
+# a database URL, else on SQLite.
+run_e2e_webhooks() {
+    prepare_e2e_venv || return 1
+    cargo build --bin roster || return 1
+    E2E_DATABASE_URL=${1:-} ROSTER_BIN="$TARGET_DIR/debug/roster" "$E2E_VENV/bin/python" "$E2E_WEBHOOKS_TEST"
 }
 
 # ------------------------------------------------------------------------------------ steps
@@ -213,6 +223,10 @@ if [ "${SKIP_E2E:-}" = 1 ]; then
     skip "e2e: two-factor with pyotp" "SKIP_E2E=1"
 else
     step "e2e: two-factor with pyotp" yes run_e2e_totp
+    step "e2e: webhooks with standardwebhooks (SQLite)" yes run_e2e_webhooks
+    if [ -n "${PG_URL:-}" ]; then
+        step "e2e: webhooks with standardwebhooks (PostgreSQL)" yes run_e2e_webhooks "$PG_URL"
+    fi
 fi
 
 banner "summary"
