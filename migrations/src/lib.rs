@@ -21,6 +21,7 @@ mod m20261202_000019_email_verification;
 mod m20261202_000020_events;
 mod m20261202_000021_service_accounts;
 mod m20261202_000022_webhooks;
+pub mod m20261202_000023_user_search;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -45,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000020_events::Migration),
             Box::new(m20261202_000021_service_accounts::Migration),
             Box::new(m20261202_000022_webhooks::Migration),
+            Box::new(m20261202_000023_user_search::Migration),
         ]
     }
 }

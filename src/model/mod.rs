@@ -40,7 +40,10 @@ pub use service_account::{ApiKey, ServiceAccount, ServiceAccountPatch};
 pub use session::SessionRecord;
 pub use team::{Membership, Team, TeamFilter, TeamId, TeamKind, TeamRole};
 pub use tenant::{Tenant, TenantRef, slug_from_name};
-pub use user::{MatchMode, User, UserCursor, UserFilter, UserOrder, UserPageRequest, UserStatus};
+pub use user::{
+    MatchMode, SEARCH_SEPARATOR, User, UserCursor, UserFilter, UserOrder, UserPageRequest,
+    UserStatus, search_text,
+};
 pub use values::{AccountName, Email, Login, Password, PersonName, Username, parse_tags};
 pub use webhook::{
     DeliveryStatus, WEBHOOK_DESCRIPTION_CHARS, WEBHOOK_URL_CHARS, WebhookDelivery, WebhookEndpoint,

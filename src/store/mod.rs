@@ -476,6 +476,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_migration_fills_the_search_text_as_writes_do() {
+        use migration::m20261202_000023_user_search::search_text as filled;
+        for (first, last, email, username) in [
+            ("Jürgen", "ÜBERMANN", "j@acme.test", "jurgen"),
+            ("Ольга", "Σίσυφος", "o@acme.test", ""),
+            ("İstanbul", "ǅemal\u{1f}x", "e@acme.test", "e"),
+            ("", "", "", ""),
+        ] {
+            assert_eq!(
+                filled(first, last, email, username),
+                crate::model::search_text(first, last, email, username)
+            );
+        }
+    }
+
+    #[test]
     fn an_entry_stays_good_until_a_write_touches_it() {
         let writes = WriteEpoch::default();
         let (tenant, other_tenant) = (

@@ -658,6 +658,85 @@ async fn list_users_matches_text_in_names_email_and_username_by_contains_prefix_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_users_matches_names_in_other_scripts_and_mixed_case_and_follows_renames() {
+    let app = spawn_app().await;
+    let acme = org(&app, "Acme", "ann@acme.test").await;
+    let token = acme.token();
+    let mut ids = Vec::new();
+    for (email, first, last) in [
+        ("jurgen@acme.test", "Jürgen", "ÜBERMANN"),
+        ("olga@acme.test", "Ольга", "Смирнова"),
+        ("eleni@acme.test", "Ελένη", "ΠΑΠΑΔΟΠΟΥΛΟΥ"),
+        ("mei@acme.test", "美", "王"),
+        ("sigma@acme.test", "Σίσυφος", "McDONALD"),
+    ] {
+        let mut request = new_user(email, &["REPORTS"]);
+        request.first_name = first.to_owned();
+        request.last_name = last.to_owned();
+        ids.push(
+            create(&app, token, request)
+                .await
+                .expect("create")
+                .user
+                .unwrap()
+                .id,
+        );
+    }
+    use pb::MatchMode::{Contains, Exact, Prefix};
+    let cases: &[(&str, pb::MatchMode, &[&str])] = &[
+        // Upper-case letters outside ASCII fold like ASCII ones, on both databases.
+        ("übermann", Exact, &["jurgen@acme.test"]),
+        ("ÜBER", Prefix, &["jurgen@acme.test"]),
+        ("jürGEN", Exact, &["jurgen@acme.test"]),
+        ("ÜRG", Contains, &["jurgen@acme.test"]),
+        ("смирн", Prefix, &["olga@acme.test"]),
+        ("ОЛЬГА", Exact, &["olga@acme.test"]),
+        ("мирнов", Contains, &["olga@acme.test"]),
+        ("мирнов", Prefix, &[]),
+        ("παπαδοπουλου", Exact, &["eleni@acme.test"]),
+        ("ΕΛΈΝΗ", Exact, &["eleni@acme.test"]),
+        ("王", Exact, &["mei@acme.test"]),
+        ("美", Contains, &["mei@acme.test"]),
+        ("mcdonald", Exact, &["sigma@acme.test"]),
+        ("DON", Contains, &["sigma@acme.test"]),
+        ("σίσυφος", Exact, &["sigma@acme.test"]),
+        // A match never spans two parts (first name, last name, email, username).
+        ("jürgen übermann", Contains, &[]),
+        ("mannjurgen", Contains, &[]),
+    ];
+    for (text, mode, expected) in cases {
+        assert_eq!(
+            emails(&app, token, query(text, *mode)).await,
+            expected.iter().map(|e| (*e).to_owned()).collect::<Vec<_>>(),
+            "query {text:?} {mode:?}"
+        );
+    }
+    // A rename and an admin's change of address are found at once; the old ones are not.
+    update(
+        &app,
+        token,
+        &ids[0],
+        pb::User {
+            first_name: "Jörg".into(),
+            email: "joerg@acme.test".into(),
+            ..Default::default()
+        },
+        &["first_name", "email"],
+    )
+    .await
+    .expect("rename");
+    assert_eq!(
+        emails(&app, token, query("JÖRG", Exact)).await,
+        ["joerg@acme.test"]
+    );
+    assert!(emails(&app, token, query("jürgen", Exact)).await.is_empty());
+    assert_eq!(
+        emails(&app, token, query("joerg@acme.test", Exact)).await,
+        ["joerg@acme.test"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_users_filters_by_status_and_role() {
     let app = spawn_app().await;
     let acme = org(&app, "Acme", "ann@acme.test").await;

@@ -24,6 +24,8 @@ pub struct Model {
     pub token_generation: i64,
     pub email_verified_at: Option<DateTimeUtc>,
     pub pending_email: Option<String>,
+    /// What the text query matches (migration 000023).
+    pub search_text: String,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

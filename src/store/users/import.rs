@@ -80,15 +80,15 @@ pub(super) async fn insert_many_postgres(
     // NULLs, so 20,000 empty strings need not be built, sent and parsed.
     const USERS: &str = r#"INSERT INTO users (id, tenant_id, email, username, first_name,
         last_name, status, password_hash, password_change_required, created_at, updated_at,
-        dialer_profile, caldav_token, pbx_password, token_generation)
+        dialer_profile, caldav_token, pbx_password, token_generation, search_text)
         SELECT u.id, $1, u.email, u.username, u.first_name, u.last_name, u.status,
             NULLIF(u.password_hash, ''), u.change_required, u.created_at, u.updated_at,
-            NULLIF(u.profile, ''), NULLIF(u.caldav, ''), NULLIF(u.pbx, ''), 0
+            NULLIF(u.profile, ''), NULLIF(u.caldav, ''), NULLIF(u.pbx, ''), 0, u.search
         FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
             $8::text[], $9::bool[], $10::timestamptz[], $11::timestamptz[], $12::text[],
-            $13::text[], $14::text[])
+            $13::text[], $14::text[], $15::text[])
             AS u(id, email, username, first_name, last_name, status, password_hash,
-                change_required, created_at, updated_at, profile, caldav, pbx)"#;
+                change_required, created_at, updated_at, profile, caldav, pbx, search)"#;
     const ROLES: &str = r#"INSERT INTO user_roles (tenant_id, user_id, role)
         SELECT $1, r.user_id, r.role FROM unnest($2::uuid[], $3::text[]) AS r(user_id, role)"#;
     let mut inserted = HashSet::with_capacity(users.len());
@@ -106,7 +106,7 @@ pub(super) async fn insert_many_postgres(
             DbBackend::Postgres,
             format!(
                 "WITH users_inserted AS ({USERS}) INSERT INTO user_roles (tenant_id, user_id, \
-                 role) SELECT $1, r.user_id, r.role FROM unnest($15::uuid[], $16::text[]) \
+                 role) SELECT $1, r.user_id, r.role FROM unnest($16::uuid[], $17::text[]) \
                  AS r(user_id, role)"
             ),
             plain_values,
@@ -161,6 +161,7 @@ pub(super) fn unnest_arguments(
     chunk: &[NewUser],
 ) -> Result<(Vec<Value>, Vec<uuid::Uuid>, Vec<String>)> {
     let mut columns: [Vec<String>; 9] = Default::default();
+    let mut searches = Vec::with_capacity(chunk.len());
     let mut ids = Vec::with_capacity(chunk.len());
     let mut change_required = Vec::with_capacity(chunk.len());
     let mut created_at = Vec::with_capacity(chunk.len());
@@ -201,6 +202,7 @@ pub(super) fn unnest_arguments(
                 column.push(value.to_owned());
             }
         }
+        searches.push(user.search_text());
         change_required.push(user.password_change_required);
         created_at.push(user.created_at);
         updated_at.push(user.updated_at);
@@ -227,7 +229,7 @@ pub(super) fn unnest_arguments(
         created_at.into(),
         updated_at.into(),
     ]);
-    values.extend([profile, caldav, pbx].map(Value::from));
+    values.extend([profile, caldav, pbx, searches].map(Value::from));
     Ok((values, role_users, role_keys))
 }
 

@@ -2,12 +2,12 @@
 
 use sea_orm::{
     ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-    sea_query::{Expr, ExprTrait, Func, LikeExpr, Query},
+    sea_query::{Expr, ExprTrait, LikeExpr, Query},
 };
 
 use crate::model::{
-    MatchMode, Result, TenantId, User, UserCursor, UserFilter, UserId, UserOrder, UserPageRequest,
-    UserStatus,
+    MatchMode, Result, SEARCH_SEPARATOR, TenantId, User, UserCursor, UserFilter, UserId, UserOrder,
+    UserPageRequest, UserStatus,
 };
 use crate::store::{
     Conn,
@@ -26,24 +26,16 @@ pub(super) fn escape_like(text: &str) -> String {
 pub(super) fn filter_condition(tenant_id: TenantId, filter: &UserFilter) -> Condition {
     let mut condition = Condition::all().add(user::Column::TenantId.eq(tenant_id.0));
     if let Some(query) = filter.query.as_deref().filter(|q| !q.is_empty()) {
+        // See migration 000023: each part of `search_text` sits between two separators.
+        let query: String = query.chars().filter(|c| *c != SEARCH_SEPARATOR).collect();
+        let query = escape_like(&query);
         let pattern = match filter.match_mode {
-            MatchMode::Contains => format!("%{}%", escape_like(query)),
-            MatchMode::Prefix => format!("{}%", escape_like(query)),
-            MatchMode::Exact => escape_like(query),
+            MatchMode::Contains => format!("%{query}%"),
+            MatchMode::Prefix => format!("%{SEARCH_SEPARATOR}{query}%"),
+            MatchMode::Exact => format!("%{SEARCH_SEPARATOR}{query}{SEARCH_SEPARATOR}%"),
         };
-        let mut any = Condition::any();
-        for column in [
-            user::Column::FirstName,
-            user::Column::LastName,
-            user::Column::Email,
-            user::Column::Username,
-        ] {
-            any = any.add(
-                Expr::expr(Func::lower(Expr::col(column)))
-                    .like(LikeExpr::new(pattern.clone()).escape('\\')),
-            );
-        }
-        condition = condition.add(any);
+        condition = condition
+            .add(Expr::col(user::Column::SearchText).like(LikeExpr::new(pattern).escape('\\')));
     }
     if !filter.statuses.is_empty() {
         condition =

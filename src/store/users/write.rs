@@ -43,6 +43,7 @@ pub(super) fn active_model(new: &NewUser) -> Result<user::ActiveModel> {
         // Every new user confirms their address through the activation link.
         email_verified_at: sea_orm::ActiveValue::NotSet,
         pending_email: sea_orm::ActiveValue::NotSet,
+        search_text: Set(user.search_text()),
     })
 }
 
@@ -74,6 +75,7 @@ pub async fn update(
             Expr::value(user.first_name.as_str()),
         )
         .col_expr(user::Column::LastName, Expr::value(user.last_name.as_str()))
+        .col_expr(user::Column::SearchText, Expr::value(user.search_text()))
         .col_expr(
             user::Column::DialerProfile,
             Expr::value(profile_json(user)?),
@@ -277,11 +279,21 @@ pub async fn confirm_email(
     user_id: UserId,
     now: DateTime<Utc>,
 ) -> Result<()> {
+    let Some(row) = user::Entity::find_by_id(user_id.0)
+        .filter(user::Column::TenantId.eq(tenant_id.0))
+        .one(db)
+        .await?
+    else {
+        return Ok(());
+    };
+    let email = row.pending_email.as_deref().unwrap_or(&row.email);
+    let search = crate::model::search_text(&row.first_name, &row.last_name, email, &row.username);
     update_one(tenant_id, user_id)
         .col_expr(
             user::Column::Email,
             Expr::cust("COALESCE(pending_email, email)"),
         )
+        .col_expr(user::Column::SearchText, Expr::value(search))
         .col_expr(
             user::Column::PendingEmail,
             Expr::value(Option::<String>::None),
