@@ -380,6 +380,10 @@ async fn bench(args: BenchArgs) -> anyhow::Result<bool> {
     } else {
         None
     };
+    let searches = match &prepared {
+        Some(prepared) => Some(crate::scale::searches(&channels[0], &fixture, prepared).await?),
+        None => None,
+    };
     let fixture = Arc::new(fixture);
     memory.after_setup = target.pid.and_then(|pid| proc_status(pid, "VmRSS"));
 
@@ -473,6 +477,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<bool> {
         load: (load_before, load_average()),
         prepared: prepared.as_ref(),
         timed: timed.as_ref(),
+        searches: searches.as_ref(),
         enumeration: enumeration.as_deref(),
     };
     print!("{}", report.render());
@@ -1111,6 +1116,7 @@ struct Report<'a> {
     /// The large account (`--users`).
     prepared: Option<&'a crate::scale::Prepared>,
     timed: Option<&'a crate::scale::Timed>,
+    searches: Option<&'a crate::scale::Searches>,
     enumeration: Option<&'a [crate::enumeration::Comparison]>,
 }
 
@@ -1319,6 +1325,9 @@ impl Report<'_> {
         if let Some(prepared) = self.prepared {
             let _ = writeln!(out);
             let _ = write!(out, "{}", crate::scale::render(prepared, self.timed));
+            if let Some(searches) = self.searches {
+                let _ = write!(out, "{}", crate::scale::render_searches(searches));
+            }
             if let (Some(first), Some(deep)) = (
                 self.phase(Rpc::ListFirstPage),
                 self.phase(Rpc::ListDeepPage),
@@ -1408,6 +1417,11 @@ impl Report<'_> {
                     crate::scale::targets(timed, args.invitations, args.deactivate.min(args.users))
                 {
                     let _ = writeln!(out, "  {}  {target:<48} {value}", verdict(met));
+                }
+            }
+            if let Some(searches) = self.searches {
+                for (met, target, value) in crate::scale::search_targets(searches) {
+                    let _ = writeln!(out, "  {}  {target:<72} {value}", verdict(met));
                 }
             }
         }

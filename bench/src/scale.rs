@@ -498,3 +498,230 @@ pub fn targets(
         ),
     ]
 }
+
+/// Calls of each search measured (after a few unmeasured ones).
+const SEARCH_CALLS: usize = 15;
+/// Users deactivated one by one, for the status filter with few matches.
+const INACTIVE_USERS: usize = 5;
+
+/// One search of the large account: what, its median latency without and with the total count,
+/// the matches it found, and its target.
+pub struct Search {
+    pub what: String,
+    pub p50: Duration,
+    pub p50_counted: Duration,
+    pub found: usize,
+    pub total: i64,
+    pub target: Duration,
+}
+
+/// The searches' baseline: a primary-key GetUser's median, measured the same way.
+pub struct Searches {
+    pub get_user_p50: Duration,
+    pub searches: Vec<Search>,
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples.get(samples.len() / 2).copied().unwrap_or_default()
+}
+
+/// Times the searches of the search issue on the seeded account (before its mass deactivation,
+/// so that few users are inactive), one call at a time, and GetUser by id as the
+/// baseline.
+pub async fn searches(
+    channel: &Channel,
+    fixture: &Fixture,
+    prepared: &Prepared,
+) -> anyhow::Result<Searches> {
+    let mut client = users(channel);
+    let mut auth = AuthServiceClient::new(channel.clone());
+    for index in 0..INACTIVE_USERS {
+        let created = client
+            .create_user(authed(
+                pb::CreateUserRequest {
+                    email: format!("d{index}@inactive.test"),
+                    first_name: "Inactive".into(),
+                    last_name: format!("Person{index}"),
+                    roles: vec!["REPORTS".into()],
+                    password: PASSWORD.into(),
+                    return_activation_token: true,
+                    ..Default::default()
+                },
+                fixture,
+            ))
+            .await
+            .context("CreateUser (to deactivate)")?
+            .into_inner();
+        auth.activate_account(pb::ActivateAccountRequest {
+            token: created.activation_token,
+            password: String::new(),
+        })
+        .await
+        .context("ActivateAccount")?;
+        client
+            .deactivate_user(authed(
+                pb::DeactivateUserRequest {
+                    user_id: created.user.context("the created user")?.id,
+                },
+                fixture,
+            ))
+            .await
+            .context("DeactivateUser")?;
+    }
+    // A user in the middle of the account whose number has six digits: its last name is the
+    // only one containing "ast<k>" while the account has fewer than 10k users more.
+    let k = (prepared.seeded / 2).clamp(100_000, 999_999);
+    let exact = email(k);
+    let stem = &k.to_string()[..5];
+    use pb::MatchMode::{Contains, Exact, Prefix};
+    let text = |query: &str, mode: pb::MatchMode| pb::UserFilter {
+        query: query.to_owned(),
+        match_mode: mode as i32,
+        ..Default::default()
+    };
+    let cases = [
+        (
+            format!("exact email, contains mode ({exact})"),
+            text(&exact, Contains),
+            5,
+        ),
+        (
+            format!("exact email, exact mode ({exact})"),
+            text(&exact, Exact),
+            5,
+        ),
+        (
+            format!("contains, one match (ast{k})"),
+            text(&format!("ast{k}"), Contains),
+            50,
+        ),
+        (
+            "contains, no match (zqxj)".to_owned(),
+            text("zqxj", Contains),
+            50,
+        ),
+        (
+            format!("prefix (last{stem}, 11 matches)"),
+            text(&format!("last{stem}"), Prefix),
+            20,
+        ),
+        (
+            format!("status INACTIVE ({INACTIVE_USERS} matches)"),
+            pb::UserFilter {
+                statuses: vec![pb::UserStatus::Inactive as i32],
+                ..Default::default()
+            },
+            10,
+        ),
+    ];
+    let ids: Vec<String> = prepared
+        .user_ids
+        .iter()
+        .take(SEARCH_CALLS + 3)
+        .cloned()
+        .collect();
+    let mut samples = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let started = Instant::now();
+        client
+            .get_user(authed(
+                pb::GetUserRequest {
+                    user_id: id.clone(),
+                },
+                fixture,
+            ))
+            .await
+            .context("GetUser")?;
+        if i >= 3 {
+            samples.push(started.elapsed());
+        }
+    }
+    let get_user_p50 = median(samples);
+    let mut searches = Vec::new();
+    for (what, filter, target_ms) in cases {
+        let mut timings = [Vec::new(), Vec::new()];
+        let (mut found, mut total) = (0, 0);
+        for i in 0..SEARCH_CALLS + 3 {
+            for (counted, timing) in timings.iter_mut().enumerate() {
+                let started = Instant::now();
+                let page = client
+                    .list_users(authed(
+                        pb::ListUsersRequest {
+                            filter: Some(filter.clone()),
+                            page_size: 50,
+                            include_total_size: counted == 1,
+                            ..Default::default()
+                        },
+                        fixture,
+                    ))
+                    .await
+                    .with_context(|| format!("ListUsers, {what}"))?
+                    .into_inner();
+                if i >= 3 {
+                    timing.push(started.elapsed());
+                }
+                found = page.users.len();
+                if counted == 1 {
+                    total = page.total_size;
+                }
+            }
+        }
+        let [plain, counted] = timings;
+        searches.push(Search {
+            what,
+            p50: median(plain),
+            p50_counted: median(counted),
+            found,
+            total,
+            target: Duration::from_millis(target_ms),
+        });
+    }
+    Ok(Searches {
+        get_user_p50,
+        searches,
+    })
+}
+
+/// The searches' lines of the report.
+pub fn render_searches(searches: &Searches) -> String {
+    let ms = |took: Duration| took.as_secs_f64() * 1e3;
+    let base = ms(searches.get_user_p50).max(1e-6);
+    let mut out = format!(
+        "searches, one call at a time, median of {SEARCH_CALLS} (baseline GetUser by id: {:.2} ms)\n",
+        ms(searches.get_user_p50)
+    );
+    for search in &searches.searches {
+        out.push_str(&format!(
+            "  ListUsers {:<52} {:>8.2} ms ({:>6.1}x GetUser)  with total_size {:>8.2} ms ({:.2}x)  found {} of {}\n",
+            search.what,
+            ms(search.p50),
+            ms(search.p50) / base,
+            ms(search.p50_counted),
+            ms(search.p50_counted) / ms(search.p50).max(1e-6),
+            search.found,
+            search.total
+        ));
+    }
+    out
+}
+
+/// The searches' targets: met, the target, the value.
+pub fn search_targets(searches: &Searches) -> Vec<(Option<bool>, String, String)> {
+    let ms = |took: Duration| took.as_secs_f64() * 1e3;
+    let mut lines = Vec::new();
+    for search in &searches.searches {
+        lines.push((
+            Some(search.p50 <= search.target),
+            format!("{} <= {} ms", search.what, search.target.as_millis()),
+            format!("{:.2} ms", ms(search.p50)),
+        ));
+        let ratio = ms(search.p50_counted) / ms(search.p50).max(1e-6);
+        lines.push((
+            Some(ratio <= 2.0),
+            "  the same with include_total_size <= 2x".to_owned(),
+            format!("{ratio:.2}x"),
+        ));
+    }
+    lines
+}

@@ -22,6 +22,7 @@ mod m20261202_000020_events;
 mod m20261202_000021_service_accounts;
 mod m20261202_000022_webhooks;
 pub mod m20261202_000023_user_search;
+mod m20261202_000024_user_statuses;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -47,6 +48,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000021_service_accounts::Migration),
             Box::new(m20261202_000022_webhooks::Migration),
             Box::new(m20261202_000023_user_search::Migration),
+            Box::new(m20261202_000024_user_statuses::Migration),
         ]
     }
 }

@@ -14,7 +14,10 @@ use tonic::Code;
 
 use crate::harness::{TestApp, authed, expect_reason, spawn_app};
 use crate::teams::{add_members, team};
-use crate::users_support::{Org, accepted, bulk, by_ids, get, member, org, pending, users};
+use crate::users_support::{
+    Org, accepted, all_users, bulk, by_filter, by_ids, deactivate, delete, get, import, member,
+    org, pending, reactivate, users,
+};
 
 /// The tables whose rows name a user by `(tenant_id, user_id)` and go with them.
 const USER_ROWS: [&str; 8] = [
@@ -397,7 +400,9 @@ async fn every_table_that_names_users_is_tied_to_them() {
         .iter()
         .map(|row| row.try_get_by_index(0).expect("a name"))
         .collect();
-    tables.retain(|table| table != "role_changes");
+    // user_statuses is kept by users' own triggers (migration 000024): see
+    // `user_statuses_mirror_users_through_every_kind_of_write`.
+    tables.retain(|table| table != "role_changes" && table != "user_statuses");
     let mut expected: Vec<String> = USER_ROWS.iter().map(|t| (*t).to_owned()).collect();
     expected.sort();
     assert_eq!(tables, expected);
@@ -437,4 +442,93 @@ async fn every_table_that_names_users_is_tied_to_them() {
             assert_eq!(references, 1, "{table} does not reference users");
         }
     }
+}
+
+/// Every user has exactly one row in `user_statuses`, with their status, whatever wrote it:
+/// sign-up, CreateUser, an import, single and mass status changes, deletions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_statuses_mirror_users_through_every_kind_of_write() {
+    let app = spawn_app().await;
+    let db = app.database().await;
+    let acme = org(&app, "Acme", "ann@acme.test").await;
+    let other = org(&app, "Other", "olga@other.test").await;
+    let mirrored = async || {
+        let users = count_of(&app, &db, "SELECT COUNT(*) FROM users", vec![]).await;
+        let statuses = count_of(&app, &db, "SELECT COUNT(*) FROM user_statuses", vec![]).await;
+        let same = count_of(
+            &app,
+            &db,
+            "SELECT COUNT(*) FROM users u JOIN user_statuses s \
+             ON s.tenant_id = u.tenant_id AND s.user_id = u.id AND s.status = u.status",
+            vec![],
+        )
+        .await;
+        assert_eq!(
+            (statuses, same),
+            (users, users),
+            "user_statuses drifted from users"
+        );
+        users
+    };
+    assert_eq!(mirrored().await, 2);
+    let bob = member(&app, &acme, "bob@acme.test", &["REPORTS"]).await;
+    let carol = pending(&app, acme.token(), "carol@acme.test", &["REPORTS"]).await;
+    pending(&app, other.token(), "oscar@other.test", &["REPORTS"]).await;
+    let csv = "email,first_name,last_name,roles\n\
+               i1@acme.test,I,One,REPORTS\n\
+               i2@acme.test,I,Two,REPORTS\n";
+    import(&app, acme.token(), csv, 1 << 20, Default::default())
+        .await
+        .expect("import");
+    assert_eq!(mirrored().await, 7);
+    deactivate(&app, acme.token(), &bob.user_id)
+        .await
+        .expect("deactivate");
+    mirrored().await;
+    reactivate(&app, acme.token(), &bob.user_id)
+        .await
+        .expect("reactivate");
+    mirrored().await;
+    bulk(
+        &app,
+        acme.token(),
+        pb::BulkUpdateUsersRequest {
+            selection: all_users(),
+            action: pb::BulkAction::Deactivate as i32,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("mass deactivation");
+    mirrored().await;
+    let inactive = pb::UserFilter {
+        statuses: vec![pb::UserStatus::Inactive as i32],
+        ..Default::default()
+    };
+    bulk(
+        &app,
+        acme.token(),
+        pb::BulkUpdateUsersRequest {
+            selection: by_filter(inactive),
+            action: pb::BulkAction::Activate as i32,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("mass activation");
+    mirrored().await;
+    delete(&app, acme.token(), &carol.id).await.expect("delete");
+    assert_eq!(mirrored().await, 6);
+    bulk(
+        &app,
+        acme.token(),
+        pb::BulkUpdateUsersRequest {
+            selection: by_ids(&[&bob.user_id]),
+            action: pb::BulkAction::Delete as i32,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("mass deletion");
+    assert_eq!(mirrored().await, 5);
 }

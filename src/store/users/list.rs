@@ -1,8 +1,9 @@
 //! Listing and counting users by a filter, a keyset page at a time.
 
 use sea_orm::{
-    ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-    sea_query::{Expr, ExprTrait, LikeExpr, Query},
+    ColumnTrait, Condition, DbBackend, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+    sea_query::{Alias, Expr, ExprTrait, LikeExpr, Query},
 };
 
 use crate::model::{
@@ -23,23 +24,28 @@ pub(super) fn escape_like(text: &str) -> String {
 }
 
 /// The SQL condition of a filter, tenant first.
-pub(super) fn filter_condition(tenant_id: TenantId, filter: &UserFilter) -> Condition {
+pub(super) fn filter_condition(
+    backend: DbBackend,
+    tenant_id: TenantId,
+    filter: &UserFilter,
+) -> Condition {
     let mut condition = Condition::all().add(user::Column::TenantId.eq(tenant_id.0));
     if let Some(query) = filter.query.as_deref().filter(|q| !q.is_empty()) {
-        // See migration 000023: each part of `search_text` sits between two separators.
-        let query: String = query.chars().filter(|c| *c != SEARCH_SEPARATOR).collect();
-        let query = escape_like(&query);
-        let pattern = match filter.match_mode {
-            MatchMode::Contains => format!("%{query}%"),
-            MatchMode::Prefix => format!("%{SEARCH_SEPARATOR}{query}%"),
-            MatchMode::Exact => format!("%{SEARCH_SEPARATOR}{query}{SEARCH_SEPARATOR}%"),
-        };
-        condition = condition
-            .add(Expr::col(user::Column::SearchText).like(LikeExpr::new(pattern).escape('\\')));
+        condition = condition.add(text_condition(backend, query, filter.match_mode));
     }
     if !filter.statuses.is_empty() {
-        condition =
-            condition.add(user::Column::Status.is_in(filter.statuses.iter().map(|s| s.as_str())));
+        let statuses = || filter.statuses.iter().map(|s| s.as_str());
+        // The users of these statuses, from `user_statuses` (migration 000024), which mass status
+        // changes keep without rewriting `users`' indexes; the status itself is checked again.
+        let holders = Query::select()
+            .column(Alias::new("user_id"))
+            .from(Alias::new("user_statuses"))
+            .and_where(Expr::col(Alias::new("tenant_id")).eq(tenant_id.0))
+            .and_where(Expr::col(Alias::new("status")).is_in(statuses()))
+            .to_owned();
+        condition = condition
+            .add(user::Column::Status.is_in(statuses()))
+            .add(user::Column::Id.in_subquery(holders));
     }
     if !filter.roles.is_empty() {
         let holders = Query::select()
@@ -74,6 +80,40 @@ pub(super) fn filter_condition(tenant_id: TenantId, filter: &UserFilter) -> Cond
     condition
 }
 
+/// The condition of a text query (see migration 000023): one LIKE over `search_text`, whose parts
+/// sit between separators; on PostgreSQL, exact and prefix matches compare each part through its
+/// own btree instead (the trigram index serves contains).
+fn text_condition(backend: DbBackend, query: &str, mode: MatchMode) -> Condition {
+    let query: String = query.chars().filter(|c| *c != SEARCH_SEPARATOR).collect();
+    let escaped = escape_like(&query);
+    let like = |pattern: String| LikeExpr::new(pattern).escape('\\');
+    if backend == DbBackend::Postgres && mode != MatchMode::Contains {
+        let part = |n: u8| Expr::cust(format!("split_part(search_text, chr(31), {n})"));
+        let mut any = Condition::any();
+        if mode == MatchMode::Exact {
+            any = any
+                .add(user::Column::Email.eq(query.as_str()))
+                .add(user::Column::Username.eq(query.as_str()))
+                .add(part(2).eq(query.as_str()))
+                .add(part(3).eq(query.as_str()));
+        } else {
+            let prefix = format!("{escaped}%");
+            any = any
+                .add(Expr::col(user::Column::Email).like(like(prefix.clone())))
+                .add(Expr::col(user::Column::Username).like(like(prefix.clone())))
+                .add(part(2).like(like(prefix.clone())))
+                .add(part(3).like(like(prefix)));
+        }
+        return any;
+    }
+    let pattern = match mode {
+        MatchMode::Contains => format!("%{escaped}%"),
+        MatchMode::Prefix => format!("%{SEARCH_SEPARATOR}{escaped}%"),
+        MatchMode::Exact => format!("%{SEARCH_SEPARATOR}{escaped}{SEARCH_SEPARATOR}%"),
+    };
+    Condition::all().add(Expr::col(user::Column::SearchText).like(like(pattern)))
+}
+
 pub(super) fn order_column(order: UserOrder) -> Option<user::Column> {
     match order {
         UserOrder::Created => None,
@@ -89,7 +129,7 @@ pub async fn list(
     tenant_id: TenantId,
     page: &UserPageRequest,
 ) -> Result<(Vec<User>, bool)> {
-    let mut condition = filter_condition(tenant_id, &page.filter);
+    let mut condition = filter_condition(db.get_database_backend(), tenant_id, &page.filter);
     let column = order_column(page.order);
     if let Some(UserCursor { value, id }) = &page.after {
         // (sort value, id) strictly after the cursor, in the requested direction.
@@ -136,7 +176,11 @@ pub async fn list(
 /// How many users match a filter.
 pub async fn count(db: &impl Conn, tenant_id: TenantId, filter: &UserFilter) -> Result<u64> {
     Ok(user::Entity::find()
-        .filter(filter_condition(tenant_id, filter))
+        .filter(filter_condition(
+            db.get_database_backend(),
+            tenant_id,
+            filter,
+        ))
         .count(db)
         .await?)
 }
@@ -152,7 +196,11 @@ pub async fn select_ids(
     let rows: Vec<uuid::Uuid> = user::Entity::find()
         .select_only()
         .column(user::Column::Id)
-        .filter(filter_condition(tenant_id, filter))
+        .filter(filter_condition(
+            db.get_database_backend(),
+            tenant_id,
+            filter,
+        ))
         .order_by_asc(user::Column::Id)
         .into_tuple()
         .all(db)
