@@ -25,9 +25,11 @@ const POSTGRES: &[&str] = &[
     END $$"#,
     r#"CREATE FUNCTION roster_user_statuses_updated() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
+        -- Compared with the kept status, not with old_users: a join of the two transition
+        -- tables (which have no statistics) was planned as a nested loop over both.
         UPDATE user_statuses s SET status = n.status
-            FROM new_users n JOIN old_users o ON o.id = n.id
-            WHERE o.status <> n.status AND s.tenant_id = n.tenant_id AND s.user_id = n.id;
+            FROM new_users n
+            WHERE s.tenant_id = n.tenant_id AND s.user_id = n.id AND s.status <> n.status;
         RETURN NULL;
     END $$"#,
     r#"CREATE FUNCTION roster_user_statuses_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -40,7 +42,7 @@ const POSTGRES: &[&str] = &[
      REFERENCING NEW TABLE AS inserted_users FOR EACH STATEMENT \
      EXECUTE FUNCTION roster_user_statuses_inserted()",
     "CREATE TRIGGER users_statuses_updated AFTER UPDATE ON users \
-     REFERENCING OLD TABLE AS old_users NEW TABLE AS new_users FOR EACH STATEMENT \
+     REFERENCING NEW TABLE AS new_users FOR EACH STATEMENT \
      EXECUTE FUNCTION roster_user_statuses_updated()",
     "CREATE TRIGGER users_statuses_deleted AFTER DELETE ON users \
      REFERENCING OLD TABLE AS deleted_users FOR EACH STATEMENT \
