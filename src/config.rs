@@ -231,6 +231,14 @@ pub struct SettingsArgs {
         default_value = "5days"
     )]
     pub webhook_disable_after: String,
+    /// Users kept in each replica's read cache (about a kilobyte each): the bound of its memory.
+    #[arg(
+        global = true,
+        long,
+        env = "ROSTER_USER_CACHE_ENTRIES",
+        default_value = "50000"
+    )]
+    pub user_cache_entries: String,
 }
 
 /// Log output format.
@@ -270,6 +278,7 @@ pub struct Settings {
     pub webhook_timeout: Duration,
     pub webhook_retry_base: Duration,
     pub webhook_disable_after: Duration,
+    pub user_cache_entries: usize,
 }
 
 /// A setting that could not be used.
@@ -532,6 +541,11 @@ impl TryFrom<SettingsArgs> for Settings {
                 "ROSTER_WEBHOOK_DISABLE_AFTER",
                 "webhook-disable-after",
                 &args.webhook_disable_after,
+            )?,
+            user_cache_entries: positive(
+                "ROSTER_USER_CACHE_ENTRIES",
+                "user-cache-entries",
+                &args.user_cache_entries,
             )?,
         })
     }

@@ -14,6 +14,23 @@ use roster::{
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options: a background thread hands freed memory back to the system after 5 s even
+/// while the server is idle (without it, purging waits for the next allocations, so the memory
+/// of a mass action stayed resident), straight away rather than through MADV_FREE, whose pages
+/// count as resident until the kernel wants them.
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static MALLOC_CONF: MallocConf = MallocConf(
+    c"background_thread:true,max_background_threads:1,dirty_decay_ms:5000,muzzy_decay_ms:0"
+        .as_ptr(),
+);
+
+/// jemalloc's `const char *malloc_conf` (jemalloc's own is a weak, empty default).
+#[repr(transparent)]
+pub struct MallocConf(*const std::ffi::c_char);
+
+// SAFETY: it points at a static string that nothing writes.
+unsafe impl Sync for MallocConf {}
+
 #[derive(Parser)]
 #[command(
     name = "roster",

@@ -164,7 +164,9 @@ pub async fn build_app(
         invitation_wake: Arc::new(Notify::new()),
         feed: Arc::new(ActivityFeed::default()),
         guard: Arc::new(LoginGuard::default()),
-        cache: Arc::default(),
+        cache: Arc::new(crate::domain::cache::ReadCache::new(
+            settings.user_cache_entries,
+        )),
         events: Arc::default(),
         api_keys: Arc::default(),
     };

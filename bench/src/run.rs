@@ -290,6 +290,9 @@ struct Memory {
     after_setup: Option<u64>,
     after_load: Option<u64>,
     peak: Option<u64>,
+    /// The large account: right after the mass actions, and a minute later.
+    after_mass_actions: Option<u64>,
+    a_minute_later: Option<u64>,
     /// Threads of the server after the load.
     threads: Option<u64>,
 }
@@ -456,6 +459,14 @@ async fn bench(args: BenchArgs) -> anyhow::Result<bool> {
         ),
         None => None,
     };
+    if timed.is_some() {
+        // Peak after the mass actions (VmHWM covers the whole run), and whether the memory of
+        // the bulk work went back.
+        memory.peak = target.pid.and_then(|pid| proc_status(pid, "VmHWM"));
+        memory.after_mass_actions = target.pid.and_then(|pid| proc_status(pid, "VmRSS"));
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        memory.a_minute_later = target.pid.and_then(|pid| proc_status(pid, "VmRSS"));
+    }
     drop(channels);
 
     if let Some(process) = target.process.take()
@@ -1220,6 +1231,14 @@ impl Report<'_> {
             ("resident memory, after setup", self.memory.after_setup),
             ("resident memory, after load", self.memory.after_load),
             ("resident memory, peak (VmHWM)", self.memory.peak),
+            (
+                "resident memory, after the mass actions",
+                self.memory.after_mass_actions,
+            ),
+            (
+                "resident memory, a minute later",
+                self.memory.a_minute_later,
+            ),
         ];
         for (label, kib) in memory {
             let _ = writeln!(out, "{label:<40} {:>11}", megabytes(kib));
@@ -1417,6 +1436,24 @@ impl Report<'_> {
                     crate::scale::targets(timed, args.invitations, args.deactivate.min(args.users))
                 {
                     let _ = writeln!(out, "  {}  {target:<48} {value}", verdict(met));
+                }
+            }
+            if self.timed.is_some() {
+                let mb = |kib: u64| kib as f64 * 1024.0 / 1e6;
+                let lines = [
+                    (
+                        self.memory.peak.map(|kib| mb(kib) <= 256.0),
+                        "resident memory at peak <= 256 MB",
+                        megabytes(self.memory.peak),
+                    ),
+                    (
+                        self.memory.a_minute_later.map(|kib| mb(kib) < 100.0),
+                        "resident memory a minute after the mass actions < 100 MB",
+                        megabytes(self.memory.a_minute_later),
+                    ),
+                ];
+                for (met, target, value) in lines {
+                    let _ = writeln!(out, "  {}  {target:<72} {value}", verdict(met));
                 }
             }
             if let Some(searches) = self.searches {

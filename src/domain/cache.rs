@@ -19,8 +19,8 @@ use crate::{
     store,
 };
 
-/// Users kept per replica (about a kilobyte each).
-const USERS: usize = 50_000;
+/// Users kept per replica by default (about a kilobyte each; `ROSTER_USER_CACHE_ENTRIES`).
+pub const USERS: usize = 50_000;
 /// Accounts kept per replica.
 const TENANTS: usize = 10_000;
 
@@ -102,8 +102,15 @@ pub struct ReadCache {
 
 impl Default for ReadCache {
     fn default() -> Self {
+        Self::new(USERS)
+    }
+}
+
+impl ReadCache {
+    /// A cache of at most `users` users (and the default bound of accounts).
+    pub fn new(users: usize) -> Self {
         Self {
-            users: EpochCache::new(USERS),
+            users: EpochCache::new(users),
             tenants: EpochCache::new(TENANTS),
         }
     }
