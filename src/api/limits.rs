@@ -2,7 +2,7 @@
 //! SignUp, ActivateAccount and the password reset): checked before any password is hashed, so
 //! that a flood costs the server next to nothing.
 
-use std::{net::IpAddr, num::NonZeroU32};
+use std::{net::IpAddr, num::NonZeroU32, time::Duration};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
@@ -32,12 +32,20 @@ impl AttemptLimiter {
     /// RESOURCE_EXHAUSTED.
     pub fn check(&self, address: Option<IpAddr>) -> Result<(), Error> {
         let key = address.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        self.limiter
-            .check_key(&key)
-            .map_err(|_| Error::ResourceExhausted {
+        self.limiter.check_key(&key).map_err(|not_until| {
+            // Whole seconds, at least one: clients sleep on it, and sub-second waits invite a
+            // busy loop.
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(self.limiter.clock()));
+            let retry_after = Duration::from_secs(wait.as_secs() + 1);
+            Error::ResourceExhausted {
                 reason: "TOO_MANY_ATTEMPTS",
-                message: "too many attempts from this address: wait a minute and try again".into(),
-            })
+                message: format!(
+                    "too many attempts from this address: try again in {} s",
+                    retry_after.as_secs()
+                ),
+                retry_after: Some(retry_after),
+            }
+        })
     }
 
     /// Forgets addresses whose buckets are full again.
@@ -62,8 +70,9 @@ mod tests {
             limiter.check(Some(busy)),
             Err(Error::ResourceExhausted {
                 reason: "TOO_MANY_ATTEMPTS",
+                retry_after: Some(wait),
                 ..
-            })
+            }) if wait >= Duration::from_secs(1) && wait <= Duration::from_secs(21)
         ));
         assert!(limiter.check(Some(quiet)).is_ok());
         limiter.prune();

@@ -242,7 +242,14 @@ impl From<Error> for Status {
                 (Code::PermissionDenied, message, reason)
             }
             Error::Unauthenticated { reason, message } => (Code::Unauthenticated, message, reason),
-            Error::ResourceExhausted { reason, message } => {
+            Error::ResourceExhausted {
+                reason,
+                message,
+                retry_after,
+            } => {
+                if let Some(delay) = retry_after {
+                    details.set_retry_info(Some(delay));
+                }
                 (Code::ResourceExhausted, message, reason)
             }
             Error::OutOfRange {

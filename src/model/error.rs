@@ -58,6 +58,8 @@ pub enum Error {
     ResourceExhausted {
         reason: &'static str,
         message: String,
+        /// When trying again may succeed (sent as google.rpc.RetryInfo).
+        retry_after: Option<std::time::Duration>,
     },
     /// A position outside what exists (an event cursor older than the retained events);
     /// `metadata` tells the client where it may resume.

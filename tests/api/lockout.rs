@@ -174,10 +174,19 @@ async fn login_attempts_beyond_the_rate_limit_answer_resource_exhausted() {
     for _ in 0..3 {
         assert!(from("203.0.113.1").await.is_ok());
     }
-    expect_reason(
+    let refused = expect_reason(
         from("203.0.113.1").await,
         Code::ResourceExhausted,
         "TOO_MANY_ATTEMPTS",
+    );
+    // RetryInfo says when: a bucket of 3 a minute refills one attempt every 20 s.
+    let retry = tonic_types::StatusExt::get_error_details(&refused)
+        .retry_info()
+        .and_then(|info| info.retry_delay)
+        .expect("RESOURCE_EXHAUSTED carries google.rpc.RetryInfo");
+    assert!(
+        retry >= std::time::Duration::from_secs(1) && retry <= std::time::Duration::from_secs(21),
+        "retry delay {retry:?}"
     );
     // Refused before the request is even parsed: a bad one gets the same answer.
     expect_reason(

@@ -418,7 +418,30 @@ def main() -> int:
             bare = [n for n, rule in rules.items() if not rule.WhichOneof("pattern")]
             check(not bare, f"AuthService methods without google.api.http: {bare}")
 
+        def every_service_proto_brings_error_details():
+            # A gateway built from any one service's file (protoc --include_imports) must be able
+            # to decode the google.rpc details of that service's refusals.
+            from google.protobuf import descriptor_pb2
+            from grpc_tools import protoc
+            import grpc_tools
+
+            wkt = Path(grpc_tools.__file__).parent / "_proto"
+            services = sorted(p for p in (REPO / "proto" / "roster" / "v1").glob("*.proto") if p.name != "common.proto")
+            check(services, "no service protos found")
+            for proto in services:
+                rel = proto.relative_to(REPO / "proto").as_posix()
+                out = tmp / (proto.stem + ".binpb")
+                code = protoc.main(
+                    ["protoc", f"-I{REPO / 'proto'}", f"-I{wkt}", "--include_imports", f"--descriptor_set_out={out}", rel]
+                )
+                check(code == 0, f"protoc failed on {rel}")
+                fds = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
+                messages = {f"{f.package}.{m.name}" for f in fds.file for m in f.message_type}
+                for want in ("google.rpc.Status", "google.rpc.ErrorInfo", "google.rpc.BadRequest", "google.rpc.RetryInfo"):
+                    check(want in messages, f"{rel}: {want} is not in its descriptor set")
+
         r.case("descriptor subcommand writes a FileDescriptorSet", descriptor_written)
+        r.case("every service's proto brings the google.rpc error details", every_service_proto_brings_error_details)
         r.case("descriptor set keeps google.api.http rules and imports", descriptor_keeps_http_rules)
 
         # ---- server with file outbox -----------------------------------------------------------
@@ -459,7 +482,20 @@ def main() -> int:
             for k, camel in (("tenant_id", "tenantId"), ("tenant_slug", "tenantSlug"), ("user_id", "userId")):
                 check(out.get(k) or out.get(camel), f"SignUp answer lacks {k}: {out}")
 
+        def grpcurl_shows_error_details():
+            (addr,) = r.need("addr")
+            argv = [grpcurl_bin, "-plaintext", "-connect-timeout", "5", "-d", json.dumps({"tenant": "", "login": "", "password": ""})]
+            res = subprocess.run(
+                [*argv, addr, "roster.v1.AuthService/Login"], check=False, capture_output=True, text=True, timeout=CALL_TIMEOUT
+            )
+            out = res.stdout + res.stderr
+            check(res.returncode != 0, f"an empty login succeeded: {out}")
+            check("InvalidArgument" in out, f"not INVALID_ARGUMENT: {out}")
+            check("google.rpc.BadRequest" in out and "tenant" in out, f"no BadRequest detail naming the field: {out}")
+            check("google.rpc.ErrorInfo" in out, f"no ErrorInfo detail: {out}")
+
         r.case("grpcurl lists AuthService, Health and reflection", grpcurl_list)
+        r.case("grpcurl shows a refusal's google.rpc details", grpcurl_shows_error_details)
         r.case("grpcurl health check says SERVING", grpcurl_health)
         r.case("grpcurl signs up through reflection", grpcurl_signup)
 
