@@ -18,8 +18,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/roster/v1/events.proto",
         "proto/roster/v1/service_accounts.proto",
         "proto/roster/v1/webhooks.proto",
-        // Not used by roster's messages, but described so that reflection clients and the Envoy
-        // transcoder can decode the google.rpc error details every refusal carries.
+        // Imported by every service proto too; listed so that reflection clients and the Envoy
+        // transcoder can always decode the google.rpc error details every refusal carries.
         "proto/google/rpc/error_details.proto",
         "proto/google/rpc/status.proto",
     ];
