@@ -239,6 +239,9 @@ pub struct SettingsArgs {
         default_value = "50000"
     )]
     pub user_cache_entries: String,
+    /// Serve Prometheus metrics at `http://ADDRESS/metrics` (off when empty; e.g. `127.0.0.1:9464`).
+    #[arg(global = true, long, env = "ROSTER_METRICS_LISTEN", default_value = "")]
+    pub metrics_listen: String,
 }
 
 /// Log output format.
@@ -252,6 +255,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
+    pub metrics_listen: Option<SocketAddr>,
     pub database_url: Secret,
     pub database_max_connections: u32,
     pub mail_url: url::Url,
@@ -456,6 +460,10 @@ impl TryFrom<SettingsArgs> for Settings {
         };
         Ok(Self {
             listen: parse("ROSTER_LISTEN", "listen", &args.listen)?,
+            metrics_listen: match args.metrics_listen.trim() {
+                "" => None,
+                address => Some(parse("ROSTER_METRICS_LISTEN", "metrics-listen", address)?),
+            },
             database_url: Secret::new(database_url),
             database_max_connections: positive(
                 "ROSTER_DATABASE_MAX_CONNECTIONS",

@@ -7,6 +7,7 @@ pub mod api;
 pub mod config;
 pub mod domain;
 pub mod import_command;
+pub mod metrics;
 pub mod model;
 pub mod server;
 pub mod store;

@@ -92,7 +92,11 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        let _telemetry = telemetry::init(&settings.log, settings.log_format)?;
+        let _telemetry = telemetry::init(
+            &settings.log,
+            settings.log_format,
+            settings.metrics_listen.is_some(),
+        )?;
         match cli.command {
             Some(Command::Migrate) => {
                 server::open_store(&settings).await?.close().await;

@@ -10,7 +10,6 @@ use tokio::{
     sync::{Notify, watch},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
-use tower_http::trace::TraceLayer;
 
 use crate::{
     api::{
@@ -241,6 +240,25 @@ pub async fn serve(
     // In the background: usually there is nothing in clear (a partial index tells at once).
     tokio::spawn(seal_clear_profile_secrets(app.clone()));
 
+    let (_gauges, gauges_task) = crate::metrics::observe(&app, stop_rx.clone());
+    let metrics_task = match settings.metrics_listen {
+        Some(address) => {
+            let listener = TcpListener::bind(address).await.map_err(|err| {
+                anyhow::anyhow!("ROSTER_METRICS_LISTEN {address}: cannot listen: {err}")
+            })?;
+            // The registry telemetry::init made; a server started without it (in-process tests)
+            // serves an empty one.
+            let registry = crate::telemetry::registry()
+                .unwrap_or_else(|| Box::leak(Box::new(prometheus::Registry::new())));
+            tracing::info!(listen = %listener.local_addr()?, "metrics at /metrics");
+            Some(tokio::spawn(crate::metrics::serve_metrics(
+                listener,
+                registry,
+                stop_rx.clone(),
+            )))
+        }
+        None => None,
+    };
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
@@ -294,33 +312,6 @@ pub async fn serve(
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);
 
-    let trace = TraceLayer::new_for_grpc()
-        .make_span_with(|request: &http::Request<_>| {
-            tracing::info_span!(
-                "grpc",
-                method = %request.uri().path(),
-                tenant_id = tracing::field::Empty,
-                user_id = tracing::field::Empty,
-            )
-        })
-        .on_request(())
-        .on_response(
-            |response: &http::Response<_>, latency: Duration, _span: &tracing::Span| {
-                // Handler errors travel as trailers-only responses: their status is in the headers.
-                let status = response
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|value| value.to_str().ok())
-                    .unwrap_or("0");
-                tracing::info!(
-                    grpc_status = status,
-                    latency_us = latency.as_micros() as u64,
-                    "call finished"
-                );
-            },
-        )
-        .on_failure(());
-
     tracing::info!(listen = %listener.local_addr()?, "roster serving");
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -329,7 +320,7 @@ pub async fn serve(
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             settings.max_concurrent_requests,
         ))
-        .layer(trace)
+        .layer(crate::api::observe::RpcLayer)
         .layer(tower::util::MapResponseLayer::new(
             crate::api::client_errors_as_client_errors,
         ))
@@ -369,8 +360,12 @@ pub async fn serve(
         webhooks_task,
         unfinished_imports_task,
         replication_task,
-        limiter_task
+        limiter_task,
+        gauges_task
     );
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
     store.close().await;
     result.map_err(Into::into)
 }

@@ -146,6 +146,7 @@ impl pb::event_service_server::EventService for EventApi {
                 page_size,
             )
             .await?;
+        crate::metrics::events().read(page.events.len());
         Ok(Response::new(pb::ListEventsResponse {
             more: page.events.len() as u64 == page_size,
             next_cursor: page.cursor.to_string(),

@@ -6,6 +6,7 @@ mod auth;
 mod convert;
 mod events;
 mod limits;
+pub mod observe;
 mod paging;
 mod roles;
 mod security;

@@ -107,6 +107,14 @@ impl Default for ReadCache {
 }
 
 impl ReadCache {
+    /// Entries held: users, accounts.
+    pub fn sizes(&self) -> [(&'static str, usize); 2] {
+        [
+            ("users", self.users.len()),
+            ("accounts", self.tenants.len()),
+        ]
+    }
+
     /// A cache of at most `users` users (and the default bound of accounts).
     pub fn new(users: usize) -> Self {
         Self {

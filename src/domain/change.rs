@@ -192,6 +192,7 @@ impl App {
         if !events.is_empty() {
             store::events::append(&tx, &events, self.clock.now()).await?;
         }
+        let appended = events.len();
         let revoked = revoked.into_inner().unwrap_or_else(|e| e.into_inner());
         let revocations = self.tokens.revocations();
         if let Some(origin) = revocations.origin() {
@@ -205,6 +206,7 @@ impl App {
         }
         let touched = touched.into_inner().unwrap_or_else(|e| e.into_inner());
         self.store.commit_touching(tx, touched).await?;
+        crate::metrics::events().appended(appended);
         for event in revoked {
             revocations.apply(event);
         }

@@ -117,6 +117,7 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
     ) -> Result<T> {
+        let queued = crate::metrics::QueuedHash::new();
         let _permit = self
             .permits
             .acquire()
@@ -127,6 +128,7 @@ impl PasswordHasher {
             if done.is_closed() {
                 return;
             }
+            let _running = queued.start();
             let _ = done.send(work(memory));
         }))?;
         result

@@ -163,6 +163,8 @@ fn decode(origin: Uuid, payload: &str) -> Vec<RevocationEvent> {
     let Some(at) = DateTime::from_timestamp_millis(message.at) else {
         return Vec::new();
     };
+    let lag = (Utc::now() - at).to_std().unwrap_or_default();
+    crate::metrics::replication_lag().record(lag.as_secs_f64(), &[]);
     let mut events = Vec::new();
     if !message.s.is_empty() {
         events.push(RevocationEvent::Sessions(

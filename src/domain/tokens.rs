@@ -190,6 +190,16 @@ pub struct CurrentGrant {
 }
 
 impl Revocations {
+    /// Entries held: ended sessions, users whose older tokens are refused, users with changed
+    /// grants.
+    pub fn sizes(&self) -> [(&'static str, usize); 3] {
+        [
+            ("sessions", self.sessions.read().map_or(0, |map| map.len())),
+            ("users", self.users.read().map_or(0, |map| map.len())),
+            ("grants", self.grants.read().map_or(0, |map| map.len())),
+        ]
+    }
+
     /// Sends every later revocation made on this replica to `publisher` as well.
     pub fn set_publisher(&self, publisher: UnboundedSender<RevocationEvent>) {
         let _ = self.publisher.set(publisher);

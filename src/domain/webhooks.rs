@@ -592,6 +592,7 @@ impl App {
         )
         .await?;
         self.commit(tx).await?;
+        crate::metrics::events().endpoint_disabled();
         tracing::warn!(endpoint_id = %endpoint.id, %reason, "webhook endpoint disabled");
         Ok(())
     }
@@ -793,6 +794,7 @@ impl Dispatcher {
                 let reference = (event.cursor, event.id, event.event_type.as_str());
                 match outcome {
                     Ok(code) => {
+                        crate::metrics::events().attempt(true);
                         let attempt = Attempt {
                             status: DeliveryStatus::Delivered,
                             response_code: Some(code),
@@ -813,6 +815,7 @@ impl Dispatcher {
                         failing_since = None;
                     }
                     Err(failure) => {
+                        crate::metrics::events().attempt(false);
                         let since = failing_since.unwrap_or(at);
                         let give_up = at - since >= self.rules.disable_after;
                         let retry_at = at

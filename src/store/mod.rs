@@ -271,14 +271,18 @@ impl Store {
 
     /// Starts a transaction.
     pub async fn begin(&self) -> Result<Tx> {
-        if self.sqlite {
+        let started = std::time::Instant::now();
+        let tx = if self.sqlite {
             let options = sea_orm::TransactionOptions {
                 sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
                 ..Default::default()
             };
-            return Ok(self.db.begin_with_options(options).await?);
-        }
-        Ok(self.db.begin().await?)
+            self.db.begin_with_options(options).await?
+        } else {
+            self.db.begin().await?
+        };
+        crate::metrics::connection_wait().record(started.elapsed().as_secs_f64(), &[]);
+        Ok(tx)
     }
 
     /// Commits `tx` and advances the write epoch.

@@ -200,6 +200,22 @@ pub async fn mark_sent_many(db: &impl Conn, ids: &[uuid::Uuid], now: DateTime<Ut
     Ok(())
 }
 
+/// Unsent messages and the creation time of the oldest (read through the `outbox_unsent`
+/// partial index).
+pub async fn backlog(db: &impl Conn) -> Result<(u64, Option<DateTime<Utc>>)> {
+    let row: Option<(i64, Option<DateTime<Utc>>)> = outbox::Entity::find()
+        .select_only()
+        .column_as(Expr::col(outbox::Column::Id).count(), "count")
+        .column_as(Expr::col(outbox::Column::CreatedAt).min(), "oldest")
+        .filter(outbox::Column::SentAt.is_null())
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(row.map_or((0, None), |(count, oldest)| {
+        (u64::try_from(count).unwrap_or(0), oldest)
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

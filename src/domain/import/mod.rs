@@ -242,6 +242,8 @@ impl App {
         };
         self.commit_import(principal.tenant_id, tx, second_part, now, finish)
             .await?;
+        // One user.created event per created user went in with the commit.
+        crate::metrics::events().appended(report.created as usize);
         self.events.ring();
         // The import commits its own transactions (two, as one): it wakes the invitation maker.
         if !options.suppress_emails {
