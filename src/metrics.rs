@@ -261,7 +261,7 @@ pub fn observe(
     let store = app.store.clone();
     let max = u64::from(store.max_connections());
     let connections = meter
-        .u64_observable_gauge("db.client.connection.count")
+        .u64_observable_gauge("db.client.connections")
         .with_description("Pooled database connections, by state (idle, used)")
         .with_callback(move |observer| {
             let db = store.db();

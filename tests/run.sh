@@ -4,8 +4,9 @@
 #   2. cargo test: unit tests and the black-box API suite on SQLite;
 #   3. the API suite again on a throwaway PostgreSQL 15 (started here, removed on exit);
 #   4. the end-to-end tests with outside clients (grpcurl, Envoy, Python grpcio, pyotp,
-#      standardwebhooks) against the real binary, in a virtualenv at target/e2e-venv; the
-#      webhook one on SQLite and on the throwaway PostgreSQL.
+#      standardwebhooks, an OTLP collector, Prometheus and promtool) against the real binary, in
+#      a virtualenv at target/e2e-venv; the webhook and observability ones on SQLite and on the
+#      throwaway PostgreSQL. Debian `prometheus` is installed with apt-get when missing.
 # Every step runs even when an earlier one failed; a summary closes the output, and the exit
 # status is non-zero when any step failed. Without PostgreSQL the run skips that step loudly,
 # except under CI=true, where it fails.
@@ -140,6 +141,7 @@ start_postgres() {
 E2E_TEST=tests/e2e/test_outside_clients.py
 E2E_TOTP_TEST=tests/e2e/test_totp_pyotp.py
 E2E_WEBHOOKS_TEST=tests/e2e/test_webhooks.py
+E2E_OBSERVABILITY_TEST=tests/e2e/test_observability.py
 E2E_REQUIREMENTS=tests/e2e/requirements.txt
 E2E_VENV=$TARGET_DIR/e2e-venv
 
@@ -185,6 +187,19 @@ run_e2e_webhooks() {
     E2E_DATABASE_URL=${1:-} ROSTER_BIN="$TARGET_DIR/debug/roster" "$E2E_VENV/bin/python" "$E2E_WEBHOOKS_TEST"
 }
 
+# Traces, logs and metrics against an OTLP collector, Prometheus and promtool (Debian
+# `prometheus`, installed here when missing); on PostgreSQL when $1 is a database URL.
+run_e2e_observability() {
+    prepare_e2e_venv || return 1
+    if ! command -v promtool >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "Prometheus is not installed; installing the Debian package prometheus with apt-get"
+        apt-get update -qq || true
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null || true
+    fi
+    cargo build --bin roster || return 1
+    E2E_DATABASE_URL=${1:-} ROSTER_BIN="$TARGET_DIR/debug/roster" "$E2E_VENV/bin/python" "$E2E_OBSERVABILITY_TEST"
+}
+
 # ------------------------------------------------------------------------------------ steps
 
 echo "roster tests: $(cargo --version), CI=$CI"
@@ -226,6 +241,10 @@ else
     step "e2e: webhooks with standardwebhooks (SQLite)" yes run_e2e_webhooks
     if [ -n "${PG_URL:-}" ]; then
         step "e2e: webhooks with standardwebhooks (PostgreSQL)" yes run_e2e_webhooks "$PG_URL"
+    fi
+    step "e2e: traces and metrics (SQLite)" yes run_e2e_observability
+    if [ -n "${PG_URL:-}" ]; then
+        step "e2e: traces and metrics (PostgreSQL)" yes run_e2e_observability "$PG_URL"
     fi
 fi
 

@@ -194,7 +194,7 @@ impl Call {
     fn finish(self, code: u16) {
         let elapsed = self.started.elapsed();
         let name = CODE_NAMES[usize::from(code)];
-        self.span.record("rpc.grpc.status_code", code);
+        self.span.record("rpc.grpc.status_code", i64::from(code));
         if code != 0 {
             // The conventions leave refusals UNSET on a server; roster marks every non-OK answer,
             // so that "failed calls" means what it says on a dashboard.
