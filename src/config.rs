@@ -242,6 +242,39 @@ pub struct SettingsArgs {
     /// Serve Prometheus metrics at `http://ADDRESS/metrics` (off when empty; e.g. `127.0.0.1:9464`).
     #[arg(global = true, long, env = "ROSTER_METRICS_LISTEN", default_value = "")]
     pub metrics_listen: String,
+    /// Browser origins allowed to call roster over gRPC-Web (CORS), comma-separated
+    /// (`https://app.example.com,http://localhost:3000`); none by default.
+    #[arg(global = true, long, env = "ROSTER_CORS_ORIGINS", default_value = "")]
+    pub cors_origins: String,
+}
+
+/// The origins of ROSTER_CORS_ORIGINS, each `scheme://host[:port]`.
+fn origins(value: &str) -> Result<Vec<String>, SettingError> {
+    let bad = |reason: String| SettingError {
+        env: "ROSTER_CORS_ORIGINS",
+        flag: "cors-origins",
+        reason,
+    };
+    let mut origins = Vec::new();
+    for entry in value
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+    {
+        let url = url::Url::parse(entry).map_err(|err| bad(format!("{entry:?}: {err}")))?;
+        if !matches!(url.scheme(), "http" | "https")
+            || url.host_str().is_none()
+            || url.path() != "/"
+            || url.query().is_some()
+            || !url.username().is_empty()
+        {
+            return Err(bad(format!(
+                "{entry:?}: an origin is scheme://host[:port], http or https, with no path"
+            )));
+        }
+        origins.push(url.origin().ascii_serialization());
+    }
+    Ok(origins)
 }
 
 /// Log output format.
@@ -256,6 +289,7 @@ pub enum LogFormat {
 pub struct Settings {
     pub listen: SocketAddr,
     pub metrics_listen: Option<SocketAddr>,
+    pub cors_origins: Vec<String>,
     pub database_url: Secret,
     pub database_max_connections: u32,
     pub mail_url: url::Url,
@@ -460,6 +494,7 @@ impl TryFrom<SettingsArgs> for Settings {
         };
         Ok(Self {
             listen: parse("ROSTER_LISTEN", "listen", &args.listen)?,
+            cors_origins: origins(&args.cors_origins)?,
             metrics_listen: match args.metrics_listen.trim() {
                 "" => None,
                 address => Some(parse("ROSTER_METRICS_LISTEN", "metrics-listen", address)?),

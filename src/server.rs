@@ -313,13 +313,19 @@ pub async fn serve(
             .max_encoding_message_size(limit);
 
     tracing::info!(listen = %listener.local_addr()?, "roster serving");
+    let cors = cors(&settings.cors_origins);
     let result = tonic::transport::Server::builder()
+        // Browsers speak gRPC-Web over HTTP/1.1; the pages are plain HTTP/1.1 GETs.
+        .accept_http1(true)
         .tcp_nodelay(true)
         .concurrency_limit_per_connection(256)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             settings.max_concurrent_requests,
         ))
+        .layer(tower::util::option_layer(cors))
+        .layer(crate::api::pages::PagesLayer)
+        .layer(tonic_web::GrpcWebLayer::new())
         .layer(crate::api::observe::RpcLayer)
         .layer(tower::util::MapResponseLayer::new(
             crate::api::client_errors_as_client_errors,
@@ -368,6 +374,40 @@ pub async fn serve(
     }
     store.close().await;
     result.map_err(Into::into)
+}
+
+/// CORS for gRPC-Web from the origins ROSTER_CORS_ORIGINS names (none: no CORS answers, so only
+/// same-origin pages, like roster's own, call it from a browser).
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use http::{HeaderName, HeaderValue, Method};
+    if origins.is_empty() {
+        return None;
+    }
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|origin| HeaderValue::from_str(origin).ok())
+        .collect();
+    let header = HeaderName::from_static;
+    Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([Method::POST, Method::OPTIONS])
+            .allow_headers([
+                header("content-type"),
+                header("x-grpc-web"),
+                header("x-user-agent"),
+                header("grpc-timeout"),
+                header("authorization"),
+                header("traceparent"),
+                header("tracestate"),
+            ])
+            .expose_headers([
+                header("grpc-status"),
+                header("grpc-message"),
+                header("grpc-status-details-bin"),
+            ])
+            .max_age(Duration::from_secs(24 * 3600)),
+    )
 }
 
 /// Reflection over every served service, both reflection versions included (grpcurl and Python's

@@ -4,9 +4,10 @@
 #   2. cargo test: unit tests and the black-box API suite on SQLite;
 #   3. the API suite again on a throwaway PostgreSQL 15 (started here, removed on exit);
 #   4. the end-to-end tests with outside clients (grpcurl, Envoy, Python grpcio, pyotp,
-#      standardwebhooks, an OTLP collector, Prometheus and promtool) against the real binary, in
-#      a virtualenv at target/e2e-venv; the webhook and observability ones on SQLite and on the
-#      throwaway PostgreSQL. Debian `prometheus` is installed with apt-get when missing.
+#      standardwebhooks, an OTLP collector, Prometheus and promtool, headless Chromium) against
+#      the real binary, in a virtualenv at target/e2e-venv; the webhook, observability and browser
+#      ones on SQLite and on the throwaway PostgreSQL. Debian `prometheus` and `chromium` are
+#      installed with apt-get when missing.
 # Every step runs even when an earlier one failed; a summary closes the output, and the exit
 # status is non-zero when any step failed. Without PostgreSQL the run skips that step loudly,
 # except under CI=true, where it fails.
@@ -142,6 +143,7 @@ E2E_TEST=tests/e2e/test_outside_clients.py
 E2E_TOTP_TEST=tests/e2e/test_totp_pyotp.py
 E2E_WEBHOOKS_TEST=tests/e2e/test_webhooks.py
 E2E_OBSERVABILITY_TEST=tests/e2e/test_observability.py
+E2E_BROWSER_TEST=tests/e2e/test_browser.py
 E2E_REQUIREMENTS=tests/e2e/requirements.txt
 E2E_VENV=$TARGET_DIR/e2e-venv
 
@@ -200,6 +202,19 @@ run_e2e_observability() {
     E2E_DATABASE_URL=${1:-} ROSTER_BIN="$TARGET_DIR/debug/roster" "$E2E_VENV/bin/python" "$E2E_OBSERVABILITY_TEST"
 }
 
+# The mail-link pages and gRPC-Web in headless Chromium (Debian `chromium`, installed here when
+# missing; Playwright drives it); on PostgreSQL when $1 is a database URL.
+run_e2e_browser() {
+    prepare_e2e_venv || return 1
+    if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "Chromium is not installed; installing the Debian package chromium with apt-get"
+        apt-get update -qq || true
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null || true
+    fi
+    cargo build --bin roster || return 1
+    E2E_DATABASE_URL=${1:-} ROSTER_BIN="$TARGET_DIR/debug/roster" "$E2E_VENV/bin/python" "$E2E_BROWSER_TEST"
+}
+
 # ------------------------------------------------------------------------------------ steps
 
 echo "roster tests: $(cargo --version), CI=$CI"
@@ -245,6 +260,10 @@ else
     step "e2e: traces and metrics (SQLite)" yes run_e2e_observability
     if [ -n "${PG_URL:-}" ]; then
         step "e2e: traces and metrics (PostgreSQL)" yes run_e2e_observability "$PG_URL"
+    fi
+    step "e2e: mail-link pages in Chromium (SQLite)" yes run_e2e_browser
+    if [ -n "${PG_URL:-}" ]; then
+        step "e2e: mail-link pages in Chromium (PostgreSQL)" yes run_e2e_browser "$PG_URL"
     fi
 fi
 

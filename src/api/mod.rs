@@ -7,6 +7,7 @@ mod convert;
 mod events;
 mod limits;
 pub mod observe;
+pub mod pages;
 mod paging;
 mod roles;
 mod security;
