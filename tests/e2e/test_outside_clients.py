@@ -629,7 +629,50 @@ def main() -> int:
             status, body, _ = http("GET", gw + "/no/such/route")
             check(status == 404, f"unknown path: HTTP {status} {body!r}")
 
+        def envoy_grpc_web():
+            # A Login of no account, framed as gRPC-Web: the grpc_web filter makes it gRPC.
+            (gw,) = r.need("gw")
+            fields = b"".join(
+                bytes([(n << 3) | 2, len(v)]) + v
+                for n, v in [(1, b"no-such-account"), (2, b"x@example.com"), (3, b"nope")]
+            )
+            frame = b"\x00" + len(fields).to_bytes(4, "big") + fields
+            req = urllib.request.Request(gw + "/roster.v1.AuthService/Login", data=frame, method="POST")
+            req.add_header("content-type", "application/grpc-web+proto")
+            req.add_header("x-grpc-web", "1")
+            with urllib.request.urlopen(req, timeout=CALL_TIMEOUT) as resp:
+                status, heads, body = resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+            check(status == 200, f"gRPC-Web through envoy: HTTP {status}")
+            check(heads.get("content-type", "").startswith("application/grpc-web"), f"headers {heads}")
+            code = heads.get("grpc-status") or (b"grpc-status:16" in body and "16")
+            check(code == "16", f"grpc-status {code!r} (headers {heads}, body {body[:200]!r})")
+
+        def envoy_cors_preflight():
+            (gw,) = r.need("gw")
+            asked = {"origin": "https://app.example.com", "access-control-request-method": "POST",
+                     "access-control-request-headers": "content-type,x-grpc-web"}
+            status, _, heads = http("OPTIONS", gw + "/roster.v1.AuthService/Login", headers=asked)
+            check(status == 200 and heads.get("access-control-allow-origin") == "https://app.example.com",
+                  f"preflight from the listed origin: HTTP {status} {heads}")
+            check("grpc-status" in heads.get("access-control-expose-headers", ""), f"headers {heads}")
+            status, _, heads = http("OPTIONS", gw + "/roster.v1.AuthService/Login",
+                                    headers={**asked, "origin": "https://evil.example"})
+            check("access-control-allow-origin" not in heads, f"another origin was allowed: {heads}")
+
+        def envoy_serves_the_pages():
+            (gw,) = r.need("gw")
+            status, body, heads = http("GET", gw + "/activate?token=abc")
+            check(status == 200 and heads.get("content-type", "").startswith("text/html"),
+                  f"/activate through envoy: HTTP {status} {heads}")
+            check("default-src 'none'" in heads.get("content-security-policy", ""), f"headers {heads}")
+            check('src="/_roster/pages.js"' in str(body), "the page has no script")
+            status, body, _ = http("GET", gw + "/_roster/pages.js")
+            check(status == 200 and "ActivateAccount" in str(body), f"pages.js: HTTP {status}")
+
         r.case("envoy passes native gRPC through (health check)", envoy_grpc_passthrough)
+        r.case("envoy's grpc_web filter passes a gRPC-Web call (refusal in grpc-status)", envoy_grpc_web)
+        r.case("envoy answers a CORS preflight for the listed origin only", envoy_cors_preflight)
+        r.case("envoy serves the mail-link pages from roster (no transcoding)", envoy_serves_the_pages)
         r.case("envoy answers 404 for an HTTP path no rule maps", envoy_unknown_path_404)
         r.case("envoy POST /v1/auth/signup creates an account", envoy_signup)
         r.case("envoy login before activation is refused with 4xx", envoy_login_before_activation_refused)
