@@ -50,13 +50,9 @@ pub struct SettingsArgs {
         default_value = "roster <no-reply@roster.localhost>"
     )]
     pub mail_from: String,
-    /// Base of the links in emails.
-    #[arg(
-        global = true,
-        long,
-        env = "ROSTER_PUBLIC_URL",
-        default_value = "http://localhost:8080"
-    )]
+    /// Base of the links in emails (default: roster itself, `http://localhost:<port of --listen>`,
+    /// which serves the pages they open).
+    #[arg(global = true, long, env = "ROSTER_PUBLIC_URL", default_value = "")]
     pub public_url: String,
     /// Log filter (`info`, `debug`, `roster=debug,info` ...).
     #[arg(global = true, long, env = "ROSTER_LOG", default_value = "info")]
@@ -413,7 +409,16 @@ impl TryFrom<SettingsArgs> for Settings {
             flag: "mail-url",
             reason,
         })?;
-        let public_url: url::Url = parse("ROSTER_PUBLIC_URL", "public-url", &args.public_url)?;
+        let listen: SocketAddr = parse("ROSTER_LISTEN", "listen", &args.listen)?;
+        let public_url = match args.public_url.trim() {
+            // roster's own pages: the links of the embedded default open in a browser as they are.
+            "" if listen.ip().is_loopback() || listen.ip().is_unspecified() => {
+                format!("http://localhost:{}", listen.port())
+            }
+            "" => format!("http://{listen}"),
+            url => url.to_owned(),
+        };
+        let public_url: url::Url = parse("ROSTER_PUBLIC_URL", "public-url", &public_url)?;
         if !matches!(public_url.scheme(), "http" | "https") {
             return Err(SettingError {
                 env: "ROSTER_PUBLIC_URL",
@@ -493,7 +498,7 @@ impl TryFrom<SettingsArgs> for Settings {
             other => other.map(|key| Secret::new(key.trim())),
         };
         Ok(Self {
-            listen: parse("ROSTER_LISTEN", "listen", &args.listen)?,
+            listen,
             cors_origins: origins(&args.cors_origins)?,
             metrics_listen: match args.metrics_listen.trim() {
                 "" => None,

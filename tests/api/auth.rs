@@ -56,7 +56,7 @@ async fn sign_up_creates_the_account_and_mails_its_owner_an_activation_link() {
     assert!(body(&mail).contains("72 hours"), "{mail}");
     let link = link_from_mail(&mail);
     assert!(
-        link.starts_with("http://localhost:8080/activate?token="),
+        link.starts_with("http://localhost:50051/activate?token="),
         "{link}"
     );
     assert!(token_from_mail(&mail).len() >= 32, "{link}");
