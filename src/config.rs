@@ -242,6 +242,10 @@ pub struct SettingsArgs {
     /// (`https://app.example.com,http://localhost:3000`); none by default.
     #[arg(global = true, long, env = "ROSTER_CORS_ORIGINS", default_value = "")]
     pub cors_origins: String,
+    /// Apply pending migrations when `serve` starts (`false` when a Job runs `roster migrate`
+    /// first: `serve` then refuses a database that lacks any).
+    #[arg(global = true, long, env = "ROSTER_MIGRATE", default_value = "true")]
+    pub migrate: String,
 }
 
 /// The origins of ROSTER_CORS_ORIGINS, each `scheme://host[:port]`.
@@ -286,6 +290,7 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub metrics_listen: Option<SocketAddr>,
     pub cors_origins: Vec<String>,
+    pub migrate: bool,
     pub database_url: Secret,
     pub database_max_connections: u32,
     pub mail_url: url::Url,
@@ -500,6 +505,17 @@ impl TryFrom<SettingsArgs> for Settings {
         Ok(Self {
             listen,
             cors_origins: origins(&args.cors_origins)?,
+            migrate: match args.migrate.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                other => {
+                    return Err(SettingError {
+                        env: "ROSTER_MIGRATE",
+                        flag: "migrate",
+                        reason: format!("{other:?}: must be true or false"),
+                    });
+                }
+            },
             metrics_listen: match args.metrics_listen.trim() {
                 "" => None,
                 address => Some(parse("ROSTER_METRICS_LISTEN", "metrics-listen", address)?),

@@ -99,6 +99,10 @@ fn main() -> ExitCode {
         )?;
         match cli.command {
             Some(Command::Migrate) => {
+                let settings = Settings {
+                    migrate: true,
+                    ..settings
+                };
                 server::open_store(&settings).await?.close().await;
                 tracing::info!("migrations applied");
                 Ok(())

@@ -106,7 +106,20 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
         settings.database_max_connections,
     )
     .await?;
-    store.migrate().await?;
+    if settings.migrate {
+        store.migrate().await?;
+        return Ok(store);
+    }
+    // Migrations are another's job (a Kubernetes Job running `roster migrate`): serve only a
+    // schema this build knows all of.
+    let pending = store.pending_migrations().await?;
+    if let Some(first) = pending.first() {
+        anyhow::bail!(
+            "the database lacks {} migration(s) of this version (the first: {first}); run \
+             `roster migrate`, or let serve migrate (ROSTER_MIGRATE=true)",
+            pending.len()
+        );
+    }
     Ok(store)
 }
 

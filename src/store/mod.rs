@@ -232,6 +232,17 @@ impl Store {
         migrated
     }
 
+    /// The names of the migrations this build has and the database lacks (read-only).
+    pub async fn pending_migrations(&self) -> Result<Vec<String>> {
+        let pending = Migrator::get_pending_migrations_read_only(&self.db)
+            .await
+            .map_err(migration_failed)?;
+        Ok(pending
+            .iter()
+            .map(|migration| migration.name().to_owned())
+            .collect())
+    }
+
     /// True when the database answers.
     pub async fn ping(&self) -> bool {
         self.db.ping().await.is_ok()

@@ -160,6 +160,13 @@ pub async fn spawn_replicas_at_once(count: usize) -> Vec<TestApp> {
     .await
 }
 
+/// An empty database of its own, no server on it: its URL, and what removes it when dropped.
+pub async fn empty_database() -> (impl Sized, String) {
+    let (backing, _) = spawn_backing().await;
+    let url = backing.database_url.clone();
+    (backing, url)
+}
+
 /// A fresh database (SQLite file or PostgreSQL database) and whether it is PostgreSQL.
 async fn spawn_backing() -> (Arc<Backing>, bool) {
     init_logging();

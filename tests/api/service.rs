@@ -135,3 +135,31 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
         .windows(needle.len())
         .any(|window| window == needle)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_without_migrating_refuses_a_database_that_lacks_migrations_until_they_are_applied() {
+    let (_database, url) = crate::harness::empty_database().await;
+    let settings = |migrate: &str| {
+        roster::config::Settings::from_pairs(&[("database-url", &url), ("migrate", migrate)])
+            .expect("valid settings")
+    };
+    let refused = roster::server::open_store(&settings("false"))
+        .await
+        .expect_err("an empty database is refused");
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains("lacks") && message.contains("roster migrate"),
+        "{message}"
+    );
+    // Nothing was created: the check reads only.
+    let store = roster::server::open_store(&settings("true")).await.unwrap();
+    assert!(store.pending_migrations().await.unwrap().is_empty());
+    store.close().await;
+    let store = roster::server::open_store(&settings("false"))
+        .await
+        .unwrap();
+    store.close().await;
+    let bad = roster::config::Settings::from_pairs(&[("database-url", &url), ("migrate", "maybe")])
+        .expect_err("a bad value is refused");
+    assert!(bad.to_string().contains("ROSTER_MIGRATE"), "{bad}");
+}
