@@ -144,6 +144,7 @@ E2E_TOTP_TEST=tests/e2e/test_totp_pyotp.py
 E2E_WEBHOOKS_TEST=tests/e2e/test_webhooks.py
 E2E_OBSERVABILITY_TEST=tests/e2e/test_observability.py
 E2E_BROWSER_TEST=tests/e2e/test_browser.py
+E2E_MANIFESTS_TEST=tests/e2e/test_manifests.py
 E2E_REQUIREMENTS=tests/e2e/requirements.txt
 E2E_VENV=$TARGET_DIR/e2e-venv
 
@@ -215,6 +216,20 @@ run_e2e_browser() {
     E2E_DATABASE_URL=${1:-} ROSTER_BIN="$TARGET_DIR/debug/roster" "$E2E_VENV/bin/python" "$E2E_BROWSER_TEST"
 }
 
+# The Kubernetes manifests: kustomize (kubectl's; Debian's kubernetes-client is installed when
+# there is no kubectl) and kubernetes-validate --strict.
+run_manifests() {
+    prepare_e2e_venv || return 1
+    if ! command -v kubectl >/dev/null && ! command -v kustomize >/dev/null \
+        && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "kubectl is not installed; installing the Debian package kubernetes-client with apt-get"
+        apt-get update -qq || true
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null || true
+    fi
+    cargo build --bin roster || return 1
+    ROSTER_BIN="$TARGET_DIR/debug/roster" "$E2E_VENV/bin/python" "$E2E_MANIFESTS_TEST"
+}
+
 # ------------------------------------------------------------------------------------ steps
 
 echo "roster tests: $(cargo --version), CI=$CI"
@@ -261,6 +276,7 @@ else
     if [ -n "${PG_URL:-}" ]; then
         step "e2e: traces and metrics (PostgreSQL)" yes run_e2e_observability "$PG_URL"
     fi
+    step "deploy: kustomize + kubernetes-validate" yes run_manifests
     step "e2e: mail-link pages in Chromium (SQLite)" yes run_e2e_browser
     if [ -n "${PG_URL:-}" ]; then
         step "e2e: mail-link pages in Chromium (PostgreSQL)" yes run_e2e_browser "$PG_URL"
