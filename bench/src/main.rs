@@ -3,6 +3,7 @@
 //! A program of its own, so that the service binary carries no load generator.
 
 mod enumeration;
+mod observed;
 mod run;
 mod scale;
 

@@ -228,6 +228,16 @@ impl Phase {
         self.histogram.value_at_quantile(quantile) as f64 / 1000.0
     }
 
+    /// The server's CPU per call, in microseconds ("n/a" when not measured).
+    fn server_us_per_call(&self) -> String {
+        match (self.server_cpu, self.calls()) {
+            (Some(cpu), calls) if calls > 0 => {
+                format!("{:.0}", cpu.as_secs_f64() * 1e6 / calls as f64)
+            }
+            _ => "n/a".to_owned(),
+        }
+    }
+
     /// Server plus client CPU per call.
     fn cpu_per_call(&self) -> Option<Duration> {
         let calls = u32::try_from(self.calls())
@@ -314,6 +324,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<bool> {
     let mut memory = Memory::default();
     let mut starts: Vec<(String, Duration)> = Vec::new();
     let scratch = ScratchDir::new()?;
+    let mut started_config: Option<ServerConfig> = None;
 
     let mut target = match args.addr {
         Some(addr) => Target {
@@ -340,13 +351,14 @@ async fn bench(args: BenchArgs) -> anyhow::Result<bool> {
                 exe,
                 database_url,
                 mail_url: format!("file://{}", mail_dir.display()),
+                extra_env: Vec::new(),
             };
             let (process, took) = config.start().await?;
             starts.push((first.to_owned(), took));
             process.stop().await?;
             let (process, took) = config.start().await?;
             starts.push(("start to SERVING (existing database)".to_owned(), took));
-            Target {
+            let target = Target {
                 addr: process.addr,
                 pid: Some(process.pid()),
                 mail_dir,
@@ -357,7 +369,9 @@ async fn bench(args: BenchArgs) -> anyhow::Result<bool> {
                     config.database_url
                 ),
                 process: Some(process),
-            }
+            };
+            started_config = Some(config);
+            target
         }
     };
 
@@ -438,6 +452,15 @@ async fn bench(args: BenchArgs) -> anyhow::Result<bool> {
             }
         }
     }
+    // The cost of metrics and tracing: only with a server of the bench's own, on its database.
+    let observed = match &started_config {
+        Some(config) if selected.contains(&Rpc::ValidateToken) => Some(
+            observed_cost(config, &args, slice, &channels, &fixture, target.pid)
+                .await
+                .context("measuring the cost of metrics and tracing")?,
+        ),
+        _ => None,
+    };
     let enumeration = if args.enumeration_calls > 0 {
         Some(crate::enumeration::probe(&channels[0], &fixture.login, args.enumeration_calls).await?)
     } else {
@@ -490,9 +513,82 @@ async fn bench(args: BenchArgs) -> anyhow::Result<bool> {
         timed: timed.as_ref(),
         searches: searches.as_ref(),
         enumeration: enumeration.as_deref(),
+        observed: observed.as_ref(),
     };
     print!("{}", report.render());
     Ok(phases.iter().all(|phase| phase.errors == 0))
+}
+
+/// ValidateToken at the bench's server (metrics and tracing off) and at a second one on the same
+/// database with both on, round after round.
+struct ObservedCost {
+    plain: Phase,
+    observed: Phase,
+    spans: u64,
+    metric_exports: u64,
+    scrapes: u64,
+    scraped_bytes: u64,
+}
+
+impl ObservedCost {
+    fn ratio(&self) -> f64 {
+        self.observed.rate() / self.plain.rate().max(1e-9)
+    }
+}
+
+async fn observed_cost(
+    config: &ServerConfig,
+    args: &BenchArgs,
+    slice: Duration,
+    plain_channels: &[Channel],
+    fixture: &Arc<Fixture>,
+    plain_pid: Option<u32>,
+) -> anyhow::Result<ObservedCost> {
+    use std::sync::atomic::Ordering;
+    let metrics = free_port()?;
+    let (collector, received, tasks) = crate::observed::collect(metrics).await?;
+    let observed_config = ServerConfig {
+        extra_env: vec![
+            ("ROSTER_METRICS_LISTEN".into(), metrics.to_string()),
+            ("OTEL_SDK_DISABLED".into(), "false".into()),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+                format!("http://{collector}"),
+            ),
+            ("OTEL_METRIC_EXPORT_INTERVAL".into(), "1000".into()),
+            ("OTEL_SERVICE_NAME".into(), "roster-bench".into()),
+        ],
+        ..config.clone()
+    };
+    let (process, _) = observed_config.start().await?;
+    let channels = connect(process.addr, args.connections).await?;
+    let (mut plain, mut observed): (Option<Phase>, Option<Phase>) = (None, None);
+    for _ in 0..args.rounds {
+        for (phase, channels, pid) in [
+            (&mut plain, plain_channels, plain_pid),
+            (&mut observed, &channels[..], Some(process.pid())),
+        ] {
+            let round = drive(Rpc::ValidateToken, args, slice, channels, fixture, pid).await?;
+            match phase {
+                Some(phase) => phase.absorb(round)?,
+                None => *phase = Some(round),
+            }
+        }
+    }
+    drop(channels);
+    // Stopping flushes the last spans to the collector.
+    process.stop().await?;
+    for task in tasks {
+        task.abort();
+    }
+    Ok(ObservedCost {
+        plain: plain.context("no round")?,
+        observed: observed.context("no round")?,
+        spans: received.spans.load(Ordering::Relaxed),
+        metric_exports: received.metric_exports.load(Ordering::Relaxed),
+        scrapes: received.scrapes.load(Ordering::Relaxed),
+        scraped_bytes: received.scraped_bytes.load(Ordering::Relaxed),
+    })
 }
 
 /// `roster` in the folder of this program.
@@ -509,10 +605,13 @@ fn server_beside_this_program() -> anyhow::Result<PathBuf> {
 }
 
 /// How to start the server as a child process.
+#[derive(Clone)]
 struct ServerConfig {
     exe: PathBuf,
     database_url: String,
     mail_url: String,
+    /// Set after the defaults, so that it overrides them.
+    extra_env: Vec<(String, String)>,
 }
 
 impl ServerConfig {
@@ -532,6 +631,11 @@ impl ServerConfig {
             .env("ROSTER_LOGIN_RATE_PER_MINUTE", "1000000000")
             // The enumeration probe's wrong passwords must not lock the bench's user.
             .env("ROSTER_LOCKOUT_THRESHOLD", "1000000000")
+            // Measured without metrics or trace export, whatever this shell's environment says;
+            // the observed-cost phase turns them on for a server of its own.
+            .env("ROSTER_METRICS_LISTEN", "")
+            .env("OTEL_SDK_DISABLED", "true")
+            .envs(self.extra_env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .stdout(server_output())
             .spawn()
@@ -1129,6 +1233,8 @@ struct Report<'a> {
     timed: Option<&'a crate::scale::Timed>,
     searches: Option<&'a crate::scale::Searches>,
     enumeration: Option<&'a [crate::enumeration::Comparison]>,
+    /// ValidateToken with metrics and tracing on, beside the same without.
+    observed: Option<&'a ObservedCost>,
 }
 
 /// Met, missed, or not measured in this run.
@@ -1338,6 +1444,27 @@ impl Report<'_> {
                 spread(round_ratios(&login.rates, &bound.rates))
             );
         }
+        if let Some(cost) = self.observed {
+            let _ = writeln!(
+                out,
+                "ValidateToken with metrics and tracing on (/metrics scraped every 1 s, traces and \
+                 metrics over OTLP to a collector): {:.0} calls/s = {} of the same without \
+                 ({:.0} calls/s; rounds {}); p50 {:.2} vs {:.2} ms; srv us {} vs {}; the \
+                 collector got {} spans and {} metric exports, {} scrapes of {:.1} KB",
+                cost.observed.rate(),
+                percent(Some(cost.ratio())),
+                cost.plain.rate(),
+                spread(round_ratios(&cost.observed.rates, &cost.plain.rates)),
+                cost.observed.quantile_ms(0.5),
+                cost.plain.quantile_ms(0.5),
+                cost.observed.server_us_per_call(),
+                cost.plain.server_us_per_call(),
+                cost.spans,
+                cost.metric_exports,
+                cost.scrapes,
+                cost.scraped_bytes as f64 / cost.scrapes.max(1) as f64 / 1000.0,
+            );
+        }
         if let Some(comparisons) = self.enumeration {
             let _ = write!(out, "{}", crate::enumeration::render(comparisons));
         }
@@ -1408,6 +1535,15 @@ impl Report<'_> {
         ];
         for (met, target, value) in lines {
             let _ = writeln!(out, "  {}  {target:<48} {value}", verdict(met));
+        }
+        if let Some(cost) = self.observed {
+            let _ = writeln!(
+                out,
+                "  {}  {:<48} {}",
+                verdict(Some(cost.ratio() >= 0.90)),
+                "ValidateToken, metrics+tracing on >= 90% of off",
+                percent(Some(cost.ratio()))
+            );
         }
         if let Some(prepared) = self.prepared {
             let get = self.ratio_to_health(Rpc::GetUser);
