@@ -285,6 +285,28 @@ def token_from_message(raw: bytes) -> tuple[str, str]:
     return str(msg.get("To", "")), urllib.parse.unquote(m.group(1))
 
 
+def sign_up_and_activate(client, mail_dir: Path) -> tuple[dict, dict]:
+    """Signs a new account up through `client` (anything with .call(service, method, fields)),
+    activates its owner with the token of the mail in `mail_dir`; (the SignUp reply, the Login
+    request of the owner)."""
+    auth = "roster.v1.AuthService"
+    signup = unique_signup()
+    created = client.call(auth, "SignUp", {
+        "account_name": signup["accountName"], "first_name": signup["firstName"],
+        "last_name": signup["lastName"], "email": signup["email"], "password": PASSWORD,
+    })
+
+    def activation_token():
+        for path in sorted(mail_dir.glob("*.eml")):
+            to, token = token_from_message(path.read_bytes())
+            if signup["email"] in to:
+                return token
+        return None
+
+    client.call(auth, "ActivateAccount", {"token": wait_until("the activation mail", activation_token, MAIL_TIMEOUT)})
+    return created, {"tenant": created["tenant_slug"], "login": signup["email"], "password": PASSWORD}
+
+
 def unique_signup() -> dict:
     tag = secrets.token_hex(4)
     return {

@@ -33,15 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from test_outside_clients import (  # noqa: E402 - the shared helpers live next to this file
     CALL_TIMEOUT,
-    MAIL_TIMEOUT,
     PASSWORD,
     Proc,
     Runner,
     check,
     find_grpcurl,
     free_port,
-    token_from_message,
-    unique_signup,
+    sign_up_and_activate,
     wait_serving,
     wait_until,
 )
@@ -187,22 +185,7 @@ def main() -> int:
 
         def owner_logs_in():
             (client,) = r.need("client")
-            signup = unique_signup()
-            created = client.call(auth, "SignUp", {
-                "account_name": signup["accountName"], "first_name": signup["firstName"],
-                "last_name": signup["lastName"], "email": signup["email"], "password": PASSWORD,
-            })
-
-            def activation_token():
-                for path in sorted(mail_dir.glob("*.eml")):
-                    to, token = token_from_message(path.read_bytes())
-                    if signup["email"] in to:
-                        return token
-                return None
-
-            client.call(auth, "ActivateAccount", {"token": wait_until("the activation mail", activation_token,
-                                                                      MAIL_TIMEOUT)})
-            st["login"] = {"tenant": created["tenant_slug"], "login": signup["email"], "password": PASSWORD}
+            created, st["login"] = sign_up_and_activate(client, mail_dir)
             st["token"] = client.call(auth, "Login", st["login"])["access_token"]
             st["tenant_id"] = created["tenant_id"]
 
